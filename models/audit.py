@@ -1,0 +1,335 @@
+"""Wire models of the audit: workflow inputs/results, signals between parent and pods, activity I/O.
+
+Every workflow, activity and signal takes exactly one of these models. Payloads carry artifact
+URIs, never GLB/PNG bytes. Inputs/results are frozen; new fields always get defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.competition import GenerationAudit, GenerationEntry, PodStats
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ProviderName(StrEnum):
+    """GPU providers, in the spelling of GPU_PROVIDERS."""
+
+    TARGON = "targon"
+    VERDA = "verda"
+    LOCAL = "local"
+
+
+class AuditPolicy(_Frozen):
+    """Thresholds an audit decides with (REFERENCE.md defaults); recorded in workflow history."""
+
+    gpu_providers: list[ProviderName] = Field(default_factory=lambda: [ProviderName.TARGON])
+    pods_per_miner: int = 4
+    initial_pod_count: int = 2
+    max_pod_attempts: int = 6
+    max_prompt_attempts: int = 4
+    pod_min_samples: int = 8
+    pod_failure_threshold: int = 8
+    median_limit_seconds: float = 90.0
+    trim_count: int = 6
+    generation_timeout_seconds: float = 180.0
+    acceptable_distance: float = 0.1
+    max_mismatched_prompts: int = 6
+    max_mismatched_critical_prompts: int = 1
+    build_timeout_seconds: float = 10800.0
+    check_build_interval_seconds: float = 120.0
+    pod_warmup_timeout_seconds: float = 3600.0
+    max_glb_bytes: int = 256 * 1024 * 1024
+
+
+# --- workflows ----------------------------------------------------------------------------------
+
+
+class AuditInput(_Frozen):
+    """Input of AuditWorkflow (`temporal workflow start --input '{"round": 1, "hotkey": "X"}'`).
+
+    `policy` overrides the worker's configured policy for this audit only.
+    """
+
+    round: int
+    hotkey: str
+    policy: AuditPolicy | None = None
+
+
+class AuditResult(_Frozen):
+    """Result of AuditWorkflow: the generation_audits.json entry plus what it cost."""
+
+    audit: GenerationAudit
+    commit: str | None = Field(None, description="commit that wrote the results, None if unchanged")
+    generations: int = Field(0, description="generate calls made by this audit (all attempts)")
+    pods_started: int = 0
+    early_exit: bool = False
+
+
+class AuditStatus(StrEnum):
+    """Value of the AuditStatus search attribute and of the progress query."""
+
+    READING = "reading"
+    WAITING_FOR_BUILD = "waiting_for_build"
+    GENERATING = "generating"
+    WRITING = "writing"
+    PASSED = "passed"
+    REJECTED = "rejected"
+
+
+class AuditProgress(_Frozen):
+    """Answer of AuditWorkflow's `progress` query."""
+
+    status: AuditStatus
+    total: int = 0
+    done: int = 0
+    in_flight: int = 0
+    mismatches: int = 0
+    critical_mismatches: int = 0
+    pods_active: int = 0
+    pods_started: int = 0
+
+
+class PodRef(_Frozen):
+    """A rented pod: enough to reach it and to delete it."""
+
+    name: str
+    provider: ProviderName
+    container_id: str | None = None
+    url: str | None = None
+
+
+class PodInput(_Frozen):
+    """Input of PodWorkflow (id `audit-{round}-{hotkey}-pod-{slot}-{attempt}`)."""
+
+    audit_workflow_id: str
+    round: int
+    hotkey: str
+    slot: int
+    attempt: int
+    pod_name: str
+    provider: ProviderName
+    image: str
+    seed: int
+    policy: AuditPolicy
+    # carried across the pod's own continue-as-new
+    pod: PodRef | None = None
+    stats: PodStats | None = None
+    times: list[float] = Field(default_factory=list)
+    mismatches: int = 0
+    seen_assignments: list[str] = Field(default_factory=list)
+
+
+class PodWorkflowResult(_Frozen):
+    """Result of PodWorkflow (the parent learns it through the `pod_finished` signal)."""
+
+    stats: PodStats
+
+
+class Assignment(_Frozen):
+    """Signal parent -> pod: generate this prompt. id = `stem#attempt` (dedup key)."""
+
+    assignment_id: str
+    stem: str
+    attempt: int
+    prompt_url: str
+    submitted_glb_url: str | None = None
+
+
+class PodReady(_Frozen):
+    """Signal pod -> parent: the pod is healthy and wants work."""
+
+    slot: int
+    attempt: int
+    pod_name: str
+
+
+class PromptResultKind(StrEnum):
+    """How one generation attempt ended."""
+
+    GENERATED = "generated"
+    FAILED = "failed"
+
+
+class PromptResult(_Frozen):
+    """Signal pod -> parent: one assignment's outcome (also means "ready for more")."""
+
+    slot: int
+    attempt: int
+    assignment_id: str
+    stem: str
+    kind: PromptResultKind
+    glb_uri: str | None = None
+    png_uri: str | None = None
+    size: int | None = None
+    generation_time: float | None = None  # seconds
+    distance: float | None = None
+    error: str | None = None
+
+
+class PodFinished(_Frozen):
+    """Signal pod -> parent: the pod is gone (stopped, bad, failed to deploy)."""
+
+    slot: int
+    attempt: int
+    pod_name: str
+    stats: PodStats
+    marked_bad: bool = False
+    deployed: bool = True
+    reason: str = ""
+    unfinished_assignment: str | None = None
+
+
+class StopPod(_Frozen):
+    """Signal parent -> pod: no more work; delete the pod and finish."""
+
+    reason: str = "audit finished"
+
+
+# --- activities ---------------------------------------------------------------------------------
+
+
+class ReadRoundFilesInput(_Frozen):
+    """Input of `read_round_files`."""
+
+    round: int
+    hotkey: str
+
+
+class ReadGeneratedInput(_Frozen):
+    """Input of `read_generated`: the miner's generated.json at the branch head (may be absent)."""
+
+    round: int
+    hotkey: str
+
+
+class GeneratedResult(_Frozen):
+    """Result of `read_generated`."""
+
+    entries: dict[str, GenerationEntry] = Field(default_factory=dict)
+
+
+class JsonFileWrite(_Frozen):
+    """One file of a commit. With `merge_key`, `value` is set at that key of the JSON object
+    already at the branch head (re-read on every retry, so concurrent writers are merged)."""
+
+    path: str
+    value: object
+    merge_key: str | None = None
+
+
+class WriteFilesInput(_Frozen):
+    """Input of `write_files`: several files in one commit."""
+
+    message: str
+    files: list[JsonFileWrite]
+
+
+class WriteFilesResult(_Frozen):
+    """Result of `write_files`; commit is None when nothing changed (no empty commits)."""
+
+    commit: str | None
+
+
+class DeployPodInput(_Frozen):
+    """Input of `deploy_pod`; idempotent by `name`."""
+
+    name: str
+    provider: ProviderName
+    image: str
+
+
+class AwaitPodHealthyInput(_Frozen):
+    """Input of `await_pod_healthy` (heartbeating poll)."""
+
+    pod: PodRef
+    timeout: timedelta
+
+
+class DeletePodInput(_Frozen):
+    """Input of `delete_pod`; an already-gone pod is success."""
+
+    pod: PodRef
+
+
+class SweepPodsInput(_Frozen):
+    """Input of `sweep_pods`: delete every pod whose name starts with `prefix`."""
+
+    prefix: str
+    providers: list[ProviderName]
+
+
+class SweepPodsResult(_Frozen):
+    """Result of `sweep_pods`."""
+
+    deleted: list[str] = Field(default_factory=list)
+
+
+class GenerateInput(_Frozen):
+    """Input of `generate`: call the miner once and store the GLB.
+
+    Idempotent by (`audit_id`, `assignment_id`): a rerun after success returns the stored result
+    without calling the miner again.
+    """
+
+    audit_id: str
+    assignment_id: str
+    round: int
+    pod_url: str
+    prompt_url: str
+    seed: int
+    timeout: timedelta
+    max_bytes: int
+
+
+class GenerateResult(_Frozen):
+    """Result of `generate`."""
+
+    glb_uri: str
+    size: int
+    generation_time: float  # seconds, request sent -> response headers
+
+
+class FetchArtifactInput(_Frozen):
+    """Input of `fetch_artifact`: download a URL into the artifact store (cached by URL)."""
+
+    url: str
+    max_bytes: int
+
+
+class ArtifactResult(_Frozen):
+    """An artifact store URI."""
+
+    uri: str
+    size: int
+
+
+class RenderPreviewInput(_Frozen):
+    """Input of `render_preview` (gpu queue): GLB URI -> 2x2 PNG preview URI."""
+
+    glb_uri: str
+
+
+class ScoreDistanceInput(_Frozen):
+    """Input of `score_distance` (gpu queue): DINOv3 distance between two PNG previews."""
+
+    png_a_uri: str
+    png_b_uri: str
+
+
+class ScoreDistanceResult(_Frozen):
+    """Result of `score_distance`: 1 - cosine similarity of the CLS embeddings."""
+
+    distance: float
+
+
+class PodHealthInput(_Frozen):
+    """Input of `check_pod_health`."""
+
+    pod: PodRef
+

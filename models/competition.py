@@ -1,0 +1,357 @@
+"""Pydantic models of every competition-repo file, their paths, and the one parser that reads them.
+
+No I/O here: the competition-repo layer (activities/competition_repo.py) reads text at the branch
+head and hands it to `parse_competition_file`, so a bad file yields one `CompetitionFileError`
+naming the file and field. Entry models keep unknown fields (`extra="allow"`): the upstream repo
+evolves and a round trip through us must not drop its data.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+
+from models.errors import CompetitionFileError
+
+
+class _Entry(BaseModel):
+    """Base of competition-file objects: unknown fields survive a round trip."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class StateFile(_Entry):
+    """`state.json`."""
+
+    current_round: int
+    stage: str
+    next_stage_eta: str | None = None
+
+
+class ConfigFile(_Entry):
+    """`config.json` (only the fields we use are required to exist)."""
+
+    name: str = ""
+    prompts_per_round: int | None = None
+    win_margin: float | None = None
+
+
+class LeaderEntry(_Entry):
+    """One entry of `leader.json`."""
+
+    hotkey: str
+    repo: str
+    commit: str
+    docker: str
+    weight: float = 0.0
+    effective_block: int
+
+
+class LeaderFile(RootModel[list[LeaderEntry]]):
+    """`leader.json`: the current leader is the entry with the highest effective_block."""
+
+    def current(self) -> LeaderEntry | None:
+        """The entry with the highest `effective_block`, or None for an empty file."""
+        return max(self.root, key=lambda e: e.effective_block, default=None)
+
+
+class SeedFile(_Entry):
+    """`rounds/{n}/seed.json`."""
+
+    seed: int
+
+
+class Submission(_Entry):
+    """One miner's entry of `rounds/{n}/submissions.json`."""
+
+    repo: str
+    commit: str
+    cdn_url: str | None = None
+    revealed_at_block: int | None = None
+    round: str = Field(description="round tag, e.g. 'mesh-4'")
+
+
+class SubmissionsFile(RootModel[dict[str, Submission]]):
+    """`rounds/{n}/submissions.json`: hotkey -> submission."""
+
+
+class RequireAuditEntry(_Entry):
+    """One entry of `rounds/{n}/require_audit.json`."""
+
+    hotkey: str
+    critical_prompts: list[str] = Field(default_factory=list)
+
+
+class RequireAuditFile(RootModel[list[RequireAuditEntry]]):
+    """`rounds/{n}/require_audit.json`."""
+
+    def critical_prompts(self, hotkey: str) -> list[str]:
+        """Critical stems for `hotkey` (empty if the miner is not listed)."""
+        for entry in self.root:
+            if entry.hotkey == hotkey:
+                return list(entry.critical_prompts)
+        return []
+
+    def hotkeys(self) -> list[str]:
+        """Hotkeys that require an audit, in file order."""
+        return [e.hotkey for e in self.root]
+
+
+class GenerationEntry(_Entry):
+    """One stem of submitted.json / generated.json / leader/generated.json.
+
+    glb/png are URLs, or null when the generation failed. `distance` is the DINOv3 distance
+    between the submitted and the regenerated preview; null means "not measured".
+    """
+
+    glb: str | None = None
+    png: str | None = None
+    generation_time: float = 0.0  # seconds, request sent -> response headers
+    size: int | None = None  # GLB bytes
+    attempts: int = 0
+    distance: float | None = None
+
+
+class GenerationsFile(RootModel[dict[str, GenerationEntry]]):
+    """`submitted.json` / `generated.json`: stem -> entry."""
+
+
+class BuildStatus(StrEnum):
+    """Docker build state of a submission."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NOT_FOUND = "not_found"
+    TIMED_OUT = "timed_out"
+
+
+class BuildEntry(_Entry):
+    """One miner's entry of `rounds/{n}/builds.json`."""
+
+    repo: str
+    commit: str
+    revealed_at_block: int | None = None
+    tag: str
+    status: BuildStatus
+    docker_image: str | None = None
+
+
+class BuildsFile(RootModel[dict[str, BuildEntry]]):
+    """`rounds/{n}/builds.json`: hotkey -> build."""
+
+
+class AuditOutcome(StrEnum):
+    """Verdict of a generation audit."""
+
+    PASSED = "passed"
+    REJECTED = "rejected"
+
+
+class GenerationAudit(_Entry):
+    """One miner's entry of `rounds/{n}/generation_audits.json`.
+
+    failed_prompts counts non-critical mismatches; generation_time is the trimmed median (s).
+    """
+
+    hotkey: str
+    outcome: AuditOutcome
+    checked_prompts: int
+    failed_prompts: int
+    failed_critical: int
+    generation_time: float | None
+    reason: str
+
+
+class GenerationAuditsFile(RootModel[dict[str, GenerationAudit]]):
+    """`rounds/{n}/generation_audits.json`: hotkey -> audit."""
+
+
+class PodStats(_Entry):
+    """One pod of `rounds/{n}/{hotkey}/pod_stats.json` (times in seconds)."""
+
+    pod_id: str
+    processed: int = 0
+    successful: int = 0
+    hard_failed: int = 0
+    hard_overtime: int = 0
+    time_min: float | None = None
+    time_max: float | None = None
+    time_avg: float | None = None
+    time_median: float | None = None
+    marked_bad: bool = False
+    termination_reason: str | None = None
+
+
+class PodStatsFile(RootModel[dict[str, PodStats]]):
+    """`rounds/{n}/{hotkey}/pod_stats.json`: pod id -> stats."""
+
+
+class Prompt(BaseModel):
+    """One line of prompts.txt: the image URL and its stem (file name without extension)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    stem: str
+
+
+class PromptsFile(RootModel[list[Prompt]]):
+    """`rounds/{n}/prompts.txt`, parsed."""
+
+
+# --- paths --------------------------------------------------------------------------------------
+
+
+def _checked_segment(value: str, what: str) -> str:
+    """Reject a path segment that could escape its folder (a hotkey with '/' or '..')."""
+    if not value or value in {".", ".."} or "/" in value or "\\" in value or "\x00" in value:
+        raise CompetitionFileError(f"<{what}>", f"invalid {what} {value!r}: not a plain name")
+    return value
+
+
+class CompetitionPaths:
+    """Repo-relative paths of the competition files (upstream layout)."""
+
+    STATE = "state.json"
+    CONFIG = "config.json"
+    LEADER = "leader.json"
+
+    @staticmethod
+    def round_dir(round_number: int) -> str:
+        """`rounds/{n}`."""
+        if round_number < 0:
+            raise CompetitionFileError("<round>", f"invalid round {round_number}: must be >= 0")
+        return f"rounds/{round_number}"
+
+    @classmethod
+    def seed(cls, n: int) -> str:
+        """`rounds/{n}/seed.json`."""
+        return f"{cls.round_dir(n)}/seed.json"
+
+    @classmethod
+    def prompts(cls, n: int) -> str:
+        """`rounds/{n}/prompts.txt`."""
+        return f"{cls.round_dir(n)}/prompts.txt"
+
+    @classmethod
+    def submissions(cls, n: int) -> str:
+        """`rounds/{n}/submissions.json`."""
+        return f"{cls.round_dir(n)}/submissions.json"
+
+    @classmethod
+    def require_audit(cls, n: int) -> str:
+        """`rounds/{n}/require_audit.json`."""
+        return f"{cls.round_dir(n)}/require_audit.json"
+
+    @classmethod
+    def builds(cls, n: int) -> str:
+        """`rounds/{n}/builds.json`."""
+        return f"{cls.round_dir(n)}/builds.json"
+
+    @classmethod
+    def generation_audits(cls, n: int) -> str:
+        """`rounds/{n}/generation_audits.json`."""
+        return f"{cls.round_dir(n)}/generation_audits.json"
+
+    @classmethod
+    def submitted(cls, n: int, hotkey: str) -> str:
+        """`rounds/{n}/{hotkey}/submitted.json`."""
+        return f"{cls.round_dir(n)}/{_checked_segment(hotkey, 'hotkey')}/submitted.json"
+
+    @classmethod
+    def generated(cls, n: int, hotkey: str) -> str:
+        """`rounds/{n}/{hotkey}/generated.json`."""
+        return f"{cls.round_dir(n)}/{_checked_segment(hotkey, 'hotkey')}/generated.json"
+
+    @classmethod
+    def pod_stats(cls, n: int, hotkey: str) -> str:
+        """`rounds/{n}/{hotkey}/pod_stats.json`."""
+        return f"{cls.round_dir(n)}/{_checked_segment(hotkey, 'hotkey')}/pod_stats.json"
+
+    @classmethod
+    def leader_generated(cls, n: int) -> str:
+        """`rounds/{n}/leader/generated.json`."""
+        return f"{cls.round_dir(n)}/leader/generated.json"
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _loc(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error.get("loc", ())) or "<root>"
+
+
+def parse_competition_file(model: type[M], path: str, text: str | None) -> M:
+    """Parse a JSON competition file; raise `CompetitionFileError` naming file and field."""
+    if text is None:
+        raise CompetitionFileError(path, "file is missing")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CompetitionFileError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from e
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise CompetitionFileError(
+            path, f"{first['msg']} (got {first.get('input')!r:.80})", field=_loc(dict(first))
+        ) from e
+
+
+def stem_of(url: str) -> str:
+    """The prompt's stem: the URL's file name without extension."""
+    name = PurePosixPath(urlparse(url).path).name
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def parse_prompts(path: str, text: str | None) -> PromptsFile:
+    """Parse prompts.txt (one image URL per line; blank lines ignored)."""
+    if text is None:
+        raise CompetitionFileError(path, "file is missing")
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        parsed = urlparse(line)
+        if parsed.scheme not in {"http", "https", "file"}:
+            raise CompetitionFileError(path, f"not an http(s) URL: {line!r}", field=f"line {lineno}")
+        stem = stem_of(line)
+        try:
+            _checked_segment(stem, "stem")
+        except CompetitionFileError as e:
+            raise CompetitionFileError(path, e.problem, field=f"line {lineno}") from e
+        if stem in seen:
+            raise CompetitionFileError(
+                path, f"duplicate stem {stem!r} (also line {seen[stem]})", field=f"line {lineno}"
+            )
+        seen[stem] = lineno
+        prompts.append(Prompt(url=line, stem=stem))
+    return PromptsFile(prompts)
+
+
+class RoundFiles(BaseModel):
+    """Everything an audit reads about one round and one miner."""
+
+    @field_validator("critical_prompts")
+    @classmethod
+    def _sorted(cls, v: list[str]) -> list[str]:
+        return sorted(v)
+
+    round: int
+    hotkey: str
+    seed: int
+    prompts: list[Prompt]
+    submitted: dict[str, GenerationEntry]
+    critical_prompts: list[str]
+    build: BuildEntry | None = None
+    submission: Submission | None = None

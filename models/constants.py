@@ -1,0 +1,44 @@
+"""Names shared by workers, starters, workflows and tests: task queues, id schemes, search attributes."""
+
+from __future__ import annotations
+
+TASK_QUEUE = "generation-orchestrator"
+"""All workflows and the I/O activities (git, providers, miner HTTP calls, artifacts)."""
+
+GPU_TASK_QUEUE = "gpu"
+"""Render + DINOv3 scoring activities; the only worker that imports torch."""
+
+AUDIT_WORKFLOW_ID_PREFIX = "audit"
+
+SEARCH_ATTRIBUTE_ROUND = "Round"
+SEARCH_ATTRIBUTE_HOTKEY = "Hotkey"
+SEARCH_ATTRIBUTE_AUDIT_STATUS = "AuditStatus"
+
+# name -> temporal CLI type, registered on every server we start (dev server, compose, tests).
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    SEARCH_ATTRIBUTE_ROUND: "Int",
+    SEARCH_ATTRIBUTE_HOTKEY: "Keyword",
+    SEARCH_ATTRIBUTE_AUDIT_STATUS: "Keyword",
+}
+
+DEFAULT_DINOV3_MODEL = "facebook/dinov3-vits16-pretrain-lvd1689m"
+
+
+def audit_workflow_id(round_number: int, hotkey: str) -> str:
+    """The id operators type in the CLI: one audit per (round, hotkey)."""
+    return f"{AUDIT_WORKFLOW_ID_PREFIX}-{round_number}-{hotkey}"
+
+
+def pod_workflow_id(audit_id: str, slot: int, attempt: int) -> str:
+    """Child id of a pod slot's attempt; derived, so a retried start finds its own child."""
+    return f"{audit_id}-pod-{slot}-{attempt}"
+
+
+def pod_name_prefix(round_number: int, hotkey: str) -> str:
+    """Prefix of every pod an audit rents (upstream scheme); cleanup sweeps by it."""
+    return f"miner-{round_number:02d}-{hotkey[:10].lower()}-"
+
+
+def pod_name(round_number: int, hotkey: str, slot: int, attempt: int) -> str:
+    """Deterministic pod name: a retried deploy finds the pod it already made."""
+    return f"{pod_name_prefix(round_number, hotkey)}{slot}-{attempt}"

@@ -1,0 +1,54 @@
+"""Error types shared by activities (which raise them) and workflows (which decide on retries)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    """`ApplicationError.type` values. Permanent ones are listed in `PERMANENT_ERRORS`."""
+
+    COMPETITION_FILE_INVALID = "CompetitionFileInvalid"
+    UNKNOWN_ROUND = "UnknownRound"
+    UNKNOWN_HOTKEY = "UnknownHotkey"
+    INVALID_INPUT = "InvalidInput"
+    PROVIDER_UNAVAILABLE = "ProviderUnavailable"
+    PROVIDER_REJECTED = "ProviderRejected"
+    POD_UNHEALTHY = "PodUnhealthy"
+    PROMPT_UNAVAILABLE = "PromptUnavailable"
+    MINER_FAILED = "MinerFailed"
+    MINER_BAD_OUTPUT = "MinerBadOutput"
+    MINER_TIMEOUT = "MinerTimeout"
+    SUBMISSION_UNAVAILABLE = "SubmissionUnavailable"
+    RENDER_FAILED = "RenderFailed"
+    GIT_PUSH_CONFLICT = "GitPushConflict"
+    NOT_READY = "NotReady"
+
+
+PERMANENT_ERRORS: list[str] = [
+    ErrorType.COMPETITION_FILE_INVALID,
+    ErrorType.UNKNOWN_ROUND,
+    ErrorType.UNKNOWN_HOTKEY,
+    ErrorType.INVALID_INPUT,
+    ErrorType.PROVIDER_REJECTED,
+    ErrorType.PROMPT_UNAVAILABLE,
+    ErrorType.MINER_FAILED,
+    ErrorType.MINER_BAD_OUTPUT,
+    ErrorType.MINER_TIMEOUT,
+    ErrorType.SUBMISSION_UNAVAILABLE,
+    ErrorType.RENDER_FAILED,
+]
+
+
+class CompetitionFileError(ValueError):
+    """A competition-repo file is missing, not JSON, or of the wrong shape.
+
+    The message always names the file (repo-relative path) and, where known, the field.
+    """
+
+    def __init__(self, path: str, problem: str, field: str | None = None) -> None:
+        self.path = path
+        self.field = field
+        self.problem = problem
+        where = f"{path}: field '{field}'" if field else path
+        super().__init__(f"{where}: {problem}")

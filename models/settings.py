@@ -1,0 +1,127 @@
+"""The one settings model: environment variables (upstream names and defaults) parsed once.
+
+Only `worker.py`, `starter.py` and `demo/` instantiate it. Invalid values fail at start-up with a
+message naming the variable (`load_settings`). Decision thresholds are copied into an `AuditPolicy`
+that travels in workflow history, so every audit records the policy it ran with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.audit import AuditPolicy, ProviderName
+from models.constants import DEFAULT_DINOV3_MODEL
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; the message names each bad environment variable."""
+
+
+class Settings(BaseSettings):
+    """Environment configuration. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    # Temporal
+    temporal_address: str = Field("localhost:7233", alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
+    temporal_tls: bool = Field(False, alias="TEMPORAL_TLS")
+    temporal_api_key: SecretStr | None = Field(None, alias="TEMPORAL_API_KEY")
+
+    # Competition repo and local storage
+    competition_repo: str | None = Field(None, alias="COMPETITION_REPO")
+    competition_branch: str = Field("main", alias="COMPETITION_BRANCH")
+    work_dir: Path = Field(Path(".work"), alias="WORK_DIR")
+    artifacts_dir: Path = Field(Path("artifacts"), alias="ARTIFACTS_DIR")
+    dinov3_model: str = Field(DEFAULT_DINOV3_MODEL, alias="DINOV3_MODEL")
+
+    # Providers (priority order)
+    gpu_providers: Annotated[list[ProviderName], NoDecode] = Field(
+        default_factory=lambda: [ProviderName.TARGON], alias="GPU_PROVIDERS"
+    )
+    targon_api_key: SecretStr | None = Field(None, alias="TARGON_API_KEY")
+    targon_base_url: str = Field("https://api.targon.com", alias="TARGON_BASE_URL")
+    verda_client_id: str | None = Field(None, alias="VERDA_CLIENT_ID")
+    verda_client_secret: SecretStr | None = Field(None, alias="VERDA_CLIENT_SECRET")
+    verda_base_url: str = Field("https://api.verda.com", alias="VERDA_BASE_URL")
+    verda_generation_token: SecretStr | None = Field(None, alias="VERDA_GENERATION_TOKEN")
+    github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
+
+    # Audit policy (upstream defaults)
+    pods_per_miner: int = Field(4, ge=1, alias="PODS_PER_MINER")
+    initial_pod_count: int = Field(2, ge=1, alias="INITIAL_POD_COUNT")
+    max_pod_attempts: int = Field(6, ge=1, alias="MAX_POD_ATTEMPTS")
+    max_prompt_attempts: int = Field(4, ge=1, alias="MAX_PROMPT_ATTEMPTS")
+    pod_min_samples: int = Field(8, ge=1, alias="POD_MIN_SAMPLES")
+    pod_failure_threshold: int = Field(8, ge=1, alias="POD_FAILURE_THRESHOLD")
+    generation_median_limit_seconds: float = Field(90.0, gt=0, alias="GENERATION_MEDIAN_LIMIT")
+    generation_median_trim_count: int = Field(6, ge=0, alias="GENERATION_MEDIAN_TRIM_COUNT")
+    generation_timeout_seconds: float = Field(180.0, gt=0, alias="GENERATION_TIMEOUT")
+    acceptable_distance: float = Field(0.1, ge=0, alias="ACCEPTABLE_DISTANCE")
+    max_mismatched_prompts: int = Field(6, ge=0, alias="MAX_MISMATCHED_PROMPTS")
+    max_mismatched_critical_prompts: int = Field(1, ge=0, alias="MAX_MISMATCHED_CRITICAL_PROMPTS")
+    max_concurrent_miners: int = Field(4, ge=1, alias="MAX_CONCURRENT_MINERS")
+    build_timeout_seconds: float = Field(10800.0, gt=0, alias="BUILD_TIMEOUT")
+    check_build_interval_seconds: float = Field(120.0, gt=0, alias="CHECK_BUILD_INTERVAL")
+    check_audit_interval_seconds: float = Field(120.0, gt=0, alias="CHECK_AUDIT_INTERVAL")
+    generation_port: int = Field(10006, ge=1, le=65535, alias="GENERATION_PORT")
+    pod_warmup_timeout_seconds: float = Field(3600.0, gt=0, alias="POD_WARMUP_TIMEOUT")
+    pod_visibility_timeout_seconds: float = Field(1800.0, gt=0, alias="POD_VISIBILITY_TIMEOUT")
+    max_glb_bytes: int = Field(256 * 1024 * 1024, ge=1, alias="MAX_GLB_BYTES")
+
+    @field_validator("gpu_providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = [part.strip().lower() for part in value.split(",") if part.strip()]
+            if not names:
+                raise ValueError("must name at least one provider")
+            return names
+        return value
+
+    @model_validator(mode="after")
+    def _invariants(self) -> Settings:
+        if self.initial_pod_count > self.pods_per_miner:
+            raise ValueError("INITIAL_POD_COUNT must be <= PODS_PER_MINER")
+        return self
+
+    def audit_policy(self) -> AuditPolicy:
+        """The decision thresholds an audit runs with (recorded in its history)."""
+        return AuditPolicy(
+            gpu_providers=list(self.gpu_providers),
+            pods_per_miner=self.pods_per_miner,
+            initial_pod_count=self.initial_pod_count,
+            max_pod_attempts=self.max_pod_attempts,
+            max_prompt_attempts=self.max_prompt_attempts,
+            pod_min_samples=self.pod_min_samples,
+            pod_failure_threshold=self.pod_failure_threshold,
+            median_limit_seconds=self.generation_median_limit_seconds,
+            trim_count=self.generation_median_trim_count,
+            generation_timeout_seconds=self.generation_timeout_seconds,
+            acceptable_distance=self.acceptable_distance,
+            max_mismatched_prompts=self.max_mismatched_prompts,
+            max_mismatched_critical_prompts=self.max_mismatched_critical_prompts,
+            build_timeout_seconds=self.build_timeout_seconds,
+            check_build_interval_seconds=self.check_build_interval_seconds,
+            pod_warmup_timeout_seconds=self.pod_warmup_timeout_seconds,
+            max_glb_bytes=self.max_glb_bytes,
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; on bad values raise `SettingsError` naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            name = loc[0] if loc else "settings"
+            field = Settings.model_fields.get(name)
+            env = field.alias if field is not None and field.alias else name
+            lines.append(f"{env}: {err['msg']} (got {err.get('input')!r:.60})")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from e
