@@ -280,6 +280,7 @@ class GenerateInput(_Frozen):
     audit_id: str
     assignment_id: str
     round: int
+    provider: ProviderName
     pod_url: str
     prompt_url: str
     seed: int

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     verda_base_url: str = Field("https://api.verda.com", alias="VERDA_BASE_URL")
     verda_generation_token: SecretStr | None = Field(None, alias="VERDA_GENERATION_TOKEN")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
+    local_pods_dir: Path = Field(Path(".work/local-pods"), alias="LOCAL_PODS_DIR")
+    local_miner_call_log: Path | None = Field(None, alias="LOCAL_MINER_CALL_LOG")
 
     # Audit policy (upstream defaults)
     pods_per_miner: int = Field(4, ge=1, alias="PODS_PER_MINER")
