@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.competition import GenerationAudit, GenerationEntry, PodStats
+from models.competition import GenerationAudit, GenerationEntry, PodStats, RoundFiles
+from models.constants import GPU_TASK_QUEUE
 
 
 class _Frozen(BaseModel):
@@ -45,6 +48,7 @@ class AuditPolicy(_Frozen):
     check_build_interval_seconds: float = 120.0
     pod_warmup_timeout_seconds: float = 3600.0
     max_glb_bytes: int = 256 * 1024 * 1024
+    gpu_task_queue: str = Field(GPU_TASK_QUEUE, description="task queue of render/score workers")
 
 
 # --- workflows ----------------------------------------------------------------------------------
@@ -59,6 +63,7 @@ class AuditInput(_Frozen):
     round: int
     hotkey: str
     policy: AuditPolicy | None = None
+    state: AuditState | None = Field(None, description="set only by continue-as-new")
 
 
 class AuditResult(_Frozen):
@@ -104,6 +109,18 @@ class PodRef(_Frozen):
     url: str | None = None
 
 
+class PodCarry(_Frozen):
+    """PodWorkflow state carried across its continue-as-new."""
+
+    pod: PodRef
+    stats: PodStats
+    times: list[float] = Field(default_factory=list)
+    mismatches: int = 0
+    seen_assignments: list[str] = Field(default_factory=list)
+    pending: list[Assignment] = Field(default_factory=list)
+    stop: StopPod | None = None
+
+
 class PodInput(_Frozen):
     """Input of PodWorkflow (id `audit-{round}-{hotkey}-pod-{slot}-{attempt}`)."""
 
@@ -118,11 +135,7 @@ class PodInput(_Frozen):
     seed: int
     policy: AuditPolicy
     # carried across the pod's own continue-as-new
-    pod: PodRef | None = None
-    stats: PodStats | None = None
-    times: list[float] = Field(default_factory=list)
-    mismatches: int = 0
-    seen_assignments: list[str] = Field(default_factory=list)
+    carried: PodCarry | None = None
 
 
 class PodWorkflowResult(_Frozen):
@@ -144,6 +157,7 @@ class Assignment(_Frozen):
 class PodReady(_Frozen):
     """Signal pod -> parent: the pod is healthy and wants work."""
 
+    event: Literal["pod_ready"] = "pod_ready"
     slot: int
     attempt: int
     pod_name: str
@@ -159,11 +173,13 @@ class PromptResultKind(StrEnum):
 class PromptResult(_Frozen):
     """Signal pod -> parent: one assignment's outcome (also means "ready for more")."""
 
+    event: Literal["pod_result"] = "pod_result"
     slot: int
     attempt: int
+    pod_name: str = ""
     assignment_id: str
     stem: str
-    kind: PromptResultKind
+    outcome: PromptResultKind
     glb_uri: str | None = None
     png_uri: str | None = None
     size: int | None = None
@@ -175,6 +191,7 @@ class PromptResult(_Frozen):
 class PodFinished(_Frozen):
     """Signal pod -> parent: the pod is gone (stopped, bad, failed to deploy)."""
 
+    event: Literal["pod_finished"] = "pod_finished"
     slot: int
     attempt: int
     pod_name: str
@@ -183,6 +200,10 @@ class PodFinished(_Frozen):
     deployed: bool = True
     reason: str = ""
     unfinished_assignment: str | None = None
+
+
+PodEvent = Annotated[PodReady | PromptResult | PodFinished, Field(discriminator="event")]
+"""Anything a pod tells its parent; the parent's inbox holds these in arrival order."""
 
 
 class StopPod(_Frozen):
@@ -334,3 +355,58 @@ class PodHealthInput(_Frozen):
 
     pod: PodRef
 
+
+# --- AuditWorkflow state (carried across continue-as-new) ----------------------------------------
+
+
+class PromptState(BaseModel):
+    """One submitted stem's progress in an audit."""
+
+    stem: str
+    url: str
+    submitted_glb_url: str | None = None
+    attempts: int = 0
+    tried_on: list[str] = Field(default_factory=list, description="pod names already tried")
+    in_flight: str | None = Field(None, description="outstanding assignment id")
+    entry: GenerationEntry | None = None
+    done: bool = False
+
+
+class SlotStatus(StrEnum):
+    """Lifecycle of a pod slot's current attempt."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+
+
+class SlotState(BaseModel):
+    """One pod slot; `attempt` counts replacements (a new pod per attempt)."""
+
+    slot: int
+    attempt: int
+    provider: ProviderName
+    pod_name: str
+    workflow_id: str
+    status: SlotStatus = SlotStatus.STARTING
+    assignment: str | None = None
+    ever_ready: bool = False
+
+
+class AuditState(BaseModel):
+    """Everything AuditWorkflow knows; passed whole to continue-as-new."""
+
+    round_files: RoundFiles
+    policy: AuditPolicy
+    image: str
+    prompts: dict[str, PromptState]
+    slots: list[SlotState] = Field(default_factory=list)
+    inbox: list[PodEvent] = Field(default_factory=list)
+    pod_stats: dict[str, PodStats] = Field(default_factory=dict)
+    generations: int = 0
+    pods_started: int = 0
+    any_pod_ready: bool = False
+    early_exit: bool = False
+    expanded: bool = False

@@ -324,7 +324,9 @@ def parse_prompts(path: str, text: str | None) -> PromptsFile:
             continue
         parsed = urlparse(line)
         if parsed.scheme not in {"http", "https", "file"}:
-            raise CompetitionFileError(path, f"not an http(s) URL: {line!r}", field=f"line {lineno}")
+            raise CompetitionFileError(
+                path, f"not an http(s) URL: {line!r}", field=f"line {lineno}"
+            )
         stem = stem_of(line)
         try:
             _checked_segment(stem, "stem")

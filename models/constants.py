@@ -1,4 +1,4 @@
-"""Names shared by workers, starters, workflows and tests: task queues, id schemes, search attributes."""
+"""Names shared by workers, starters, workflows and tests: queues, id schemes, search attributes."""
 
 from __future__ import annotations
 

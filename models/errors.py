@@ -40,6 +40,25 @@ PERMANENT_ERRORS: list[str] = [
 ]
 
 
+class UnknownRoundError(LookupError):
+    """The competition repo has no such round (its `rounds/{n}/seed.json` does not exist)."""
+
+    def __init__(self, round_number: int, path: str) -> None:
+        self.round_number = round_number
+        self.path = path
+        super().__init__(f"unknown round {round_number}: {path} does not exist")
+
+
+class UnknownHotkeyError(LookupError):
+    """The hotkey has no entry in the round's `submissions.json`."""
+
+    def __init__(self, hotkey: str, round_number: int, path: str) -> None:
+        self.hotkey = hotkey
+        self.round_number = round_number
+        self.path = path
+        super().__init__(f"unknown hotkey {hotkey!r} in round {round_number}: no entry in {path}")
+
+
 class CompetitionFileError(ValueError):
     """A competition-repo file is missing, not JSON, or of the wrong shape.
 

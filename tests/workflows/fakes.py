@@ -1,0 +1,165 @@
+"""Fake activities registered under the real names, to test workflow logic without I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from models.audit import (
+    ArtifactResult,
+    AuditPolicy,
+    AwaitPodHealthyInput,
+    DeletePodInput,
+    DeployPodInput,
+    FetchArtifactInput,
+    GenerateInput,
+    GenerateResult,
+    PodHealthInput,
+    PodRef,
+    ReadRoundFilesInput,
+    RenderPreviewInput,
+    ScoreDistanceInput,
+    ScoreDistanceResult,
+    SweepPodsInput,
+    SweepPodsResult,
+    WriteFilesInput,
+    WriteFilesResult,
+)
+from models.competition import (
+    BuildEntry,
+    BuildStatus,
+    GenerationEntry,
+    Prompt,
+    RoundFiles,
+)
+from models.errors import ErrorType
+
+
+def round_files(
+    n_prompts: int = 6,
+    hotkey: str = "5Fake",
+    critical: list[str] | None = None,
+    build_status: BuildStatus = BuildStatus.SUCCESS,
+) -> RoundFiles:
+    stems = [f"p{i:03d}" for i in range(n_prompts)]
+    return RoundFiles(
+        round=1,
+        hotkey=hotkey,
+        seed=42,
+        prompts=[Prompt(url=f"http://prompts/{s}.png", stem=s) for s in stems],
+        submitted={
+            s: GenerationEntry(glb=f"http://sub/{s}.glb", png=f"http://sub/{s}.png") for s in stems
+        },
+        critical_prompts=critical or [],
+        build=BuildEntry(
+            repo="r",
+            commit="c" * 40,
+            tag="ccccccc-mesh-1",
+            status=build_status,
+            docker_image="local/reference-miner" if build_status is BuildStatus.SUCCESS else None,
+        ),
+    )
+
+
+@dataclass
+class FakeWorld:
+    """In-memory stand-ins for the repo, providers, miner and scorer."""
+
+    files: RoundFiles
+    policy: AuditPolicy = field(default_factory=AuditPolicy)
+    generation_time: float = 1.0
+    mismatching: set[str] = field(default_factory=set)  # stems whose distance is 0.5
+    failing: dict[str, int] = field(default_factory=dict)  # stem -> failures before success
+    bad_pods: set[str] = field(default_factory=set)  # pod names whose deploy fails
+    generate_calls: list[str] = field(default_factory=list)
+    deployed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+    writes: list[WriteFilesInput] = field(default_factory=list)
+
+    def activities(self) -> list[object]:
+        world = self
+
+        @activity.defn(name="load_audit_policy")
+        async def load_audit_policy() -> AuditPolicy:
+            return world.policy
+
+        @activity.defn(name="read_round_files")
+        async def read_round_files(input: ReadRoundFilesInput) -> RoundFiles:
+            if input.hotkey != world.files.hotkey:
+                raise ApplicationError(
+                    f"unknown hotkey {input.hotkey}", type=ErrorType.UNKNOWN_HOTKEY, non_retryable=True
+                )
+            return world.files
+
+        @activity.defn(name="deploy_pod")
+        async def deploy_pod(input: DeployPodInput) -> PodRef:
+            world.deployed.append(input.name)
+            return PodRef(name=input.name, provider=input.provider, container_id=input.name)
+
+        @activity.defn(name="await_pod_healthy")
+        async def await_pod_healthy(input: AwaitPodHealthyInput) -> PodRef:
+            if input.pod.name in world.bad_pods:
+                raise ApplicationError(
+                    "never healthy", type=ErrorType.POD_UNHEALTHY, non_retryable=True
+                )
+            return input.pod.model_copy(update={"url": f"http://{input.pod.name}"})
+
+        @activity.defn(name="check_pod_health")
+        async def check_pod_health(input: PodHealthInput) -> bool:
+            return True
+
+        @activity.defn(name="delete_pod")
+        async def delete_pod(input: DeletePodInput) -> None:
+            world.deleted.append(input.pod.name)
+
+        @activity.defn(name="sweep_pods")
+        async def sweep_pods(input: SweepPodsInput) -> SweepPodsResult:
+            world.swept.append(input.prefix)
+            return SweepPodsResult()
+
+        @activity.defn(name="generate")
+        async def generate(input: GenerateInput) -> GenerateResult:
+            stem = input.assignment_id.split("#")[0]
+            world.generate_calls.append(input.assignment_id)
+            if world.failing.get(stem, 0) > 0:
+                world.failing[stem] -= 1
+                raise ApplicationError("HTTP 500", type=ErrorType.MINER_FAILED, non_retryable=True)
+            return GenerateResult(
+                glb_uri=f"file:///gen/{stem}.glb", size=100, generation_time=world.generation_time
+            )
+
+        @activity.defn(name="fetch_artifact")
+        async def fetch_artifact(input: FetchArtifactInput) -> ArtifactResult:
+            return ArtifactResult(uri=input.url.replace("http://sub/", "file:///sub/"), size=1)
+
+        @activity.defn(name="render_preview")
+        async def render_preview(input: RenderPreviewInput) -> ArtifactResult:
+            return ArtifactResult(uri=input.glb_uri.replace(".glb", ".png"), size=1)
+
+        @activity.defn(name="score_distance")
+        async def score_distance(input: ScoreDistanceInput) -> ScoreDistanceResult:
+            stem = input.png_b_uri.rsplit("/", 1)[1].split(".")[0]
+            return ScoreDistanceResult(distance=0.5 if stem in world.mismatching else 0.01)
+
+        @activity.defn(name="write_files")
+        async def write_files(input: WriteFilesInput) -> WriteFilesResult:
+            world.writes.append(input)
+            return WriteFilesResult(commit="abc")
+
+        return [
+            load_audit_policy,
+            read_round_files,
+            deploy_pod,
+            await_pod_healthy,
+            check_pod_health,
+            delete_pod,
+            sweep_pods,
+            generate,
+            fetch_artifact,
+            render_preview,
+            score_distance,
+            write_files,
+        ]

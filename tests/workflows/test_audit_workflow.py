@@ -1,0 +1,103 @@
+"""AuditWorkflow + PodWorkflow logic on the real dev server, with fake activities."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+from models.audit import AuditInput, AuditPolicy, AuditResult, ProviderName
+from models.competition import AuditOutcome, BuildStatus
+from tests.workflows.fakes import FakeWorld, round_files
+from workflows import WORKFLOWS
+
+import pytest
+
+
+def policy(**overrides: object) -> AuditPolicy:
+    base = AuditPolicy(gpu_providers=[ProviderName.LOCAL], pod_min_samples=4, pod_failure_threshold=3)
+    return base.model_copy(update=overrides)
+
+
+async def run_audit(client: Client, world: FakeWorld, hotkey: str | None = None) -> AuditResult:
+    queue = f"q-{uuid.uuid4()}"
+    pol = world.policy.model_copy(update={"gpu_task_queue": queue})
+    world.policy = pol
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=world.activities()):
+        return await client.execute_workflow(
+            "AuditWorkflow",
+            AuditInput(round=1, hotkey=hotkey or world.files.hotkey, policy=pol),
+            id=f"audit-1-{uuid.uuid4()}",
+            task_queue=queue,
+            result_type=AuditResult,
+        )
+
+
+async def test_honest_miner_passes_with_each_prompt_generated_once(client: Client) -> None:
+    """Every prompt is generated exactly once, the verdict passes, every pod is deleted."""
+    world = FakeWorld(files=round_files(12), policy=policy())
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert result.audit.checked_prompts == 12
+    assert sorted(world.generate_calls) == sorted(f"p{i:03d}#1" for i in range(12))
+    assert sorted(world.deleted) == sorted(world.deployed)
+    assert len(world.deployed) == 4
+    assert len(world.writes) == 1
+    paths = [f.path for f in world.writes[0].files]
+    assert paths == [
+        "rounds/1/5Fake/generated.json",
+        "rounds/1/5Fake/pod_stats.json",
+        "rounds/1/generation_audits.json",
+    ]
+
+
+async def test_mismatches_reject_and_stop_early(client: Client) -> None:
+    """Mismatches over tolerance reject; generation stops once the verdict is final."""
+    files = round_files(40, critical=["p000", "p001"])
+    world = FakeWorld(
+        files=files,
+        policy=policy(pods_per_miner=2, initial_pod_count=1, pod_failure_threshold=100),
+        mismatching={f"p{i:03d}" for i in range(20)},
+    )
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.REJECTED
+    assert result.early_exit
+    assert result.audit.checked_prompts < 40
+    assert "Critical mismatches (2) exceed tolerance (1)" in result.audit.reason
+    assert sorted(world.deleted) == sorted(world.deployed)
+
+
+async def test_failed_prompt_is_retried_on_another_pod(client: Client) -> None:
+    """A model failure re-queues the prompt on a pod that has not tried it."""
+    world = FakeWorld(files=round_files(6), policy=policy(pods_per_miner=2), failing={"p002": 1})
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.generate_calls.count("p002#1") == 1
+    assert world.generate_calls.count("p002#2") == 1
+    assert result.generations == 7
+
+
+async def test_build_failure_rejects_without_pods(client: Client) -> None:
+    """A failed build writes the build-failure verdict and rents nothing."""
+    world = FakeWorld(files=round_files(3, build_status=BuildStatus.FAILURE), policy=policy())
+    result = await run_audit(client, world)
+    assert result.audit.reason == "Failed to build a docker image"
+    assert world.deployed == []
+
+
+async def test_no_healthy_pod_rejects_with_deploy_failure(client: Client) -> None:
+    """When no pod ever becomes healthy the verdict is the deploy failure."""
+    world = FakeWorld(files=round_files(3), policy=policy(pods_per_miner=1, initial_pod_count=1, max_pod_attempts=2))
+    world.bad_pods = {"miner-01-5fake-0-0", "miner-01-5fake-0-1"}
+    result = await run_audit(client, world)
+    assert result.audit.reason == "Failed to deploy a docker image"
+    assert sorted(world.deleted) == sorted(world.deployed)
+
+
+async def test_unknown_hotkey_fails_clearly(client: Client) -> None:
+    """An unknown hotkey fails the workflow with a non-retryable error naming it."""
+    world = FakeWorld(files=round_files(3), policy=policy())
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_audit(client, world, hotkey="nobody")
+    assert "unknown hotkey nobody" in str(info.value.cause)

@@ -1,0 +1,105 @@
+"""Activity options (timeouts, retry policies, queues): the one place they are set.
+
+Every activity has a start-to-close and a schedule-to-close timeout; long ones heartbeat.
+Permanent error types (bad input, model failures) are never retried by Temporal; provider and
+HTTP hiccups are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TypedDict
+
+from temporalio.common import RetryPolicy
+
+from models.errors import PERMANENT_ERRORS
+
+
+class ActivityOptions(TypedDict, total=False):
+    """Keyword options of `workflow.execute_activity`, spread at call sites."""
+
+    task_queue: str
+    start_to_close_timeout: timedelta
+    schedule_to_close_timeout: timedelta
+    heartbeat_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
+BACKOFF = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=PERMANENT_ERRORS,
+)
+
+READ_REPO = ActivityOptions(
+    start_to_close_timeout=timedelta(minutes=2),
+    schedule_to_close_timeout=timedelta(minutes=30),
+    retry_policy=BACKOFF,
+)
+WRITE_REPO = READ_REPO
+LOAD_POLICY = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(minutes=10),
+    retry_policy=BACKOFF,
+)
+DEPLOY_POD = ActivityOptions(
+    start_to_close_timeout=timedelta(minutes=2),
+    schedule_to_close_timeout=timedelta(minutes=10),
+    retry_policy=BACKOFF,
+)
+POD_HEALTH = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(minutes=2),
+    retry_policy=BACKOFF,
+)
+DELETE_POD = ActivityOptions(
+    start_to_close_timeout=timedelta(minutes=2),
+    schedule_to_close_timeout=timedelta(hours=1),
+    retry_policy=BACKOFF,
+)
+SWEEP_PODS = DELETE_POD
+FETCH_ARTIFACT = ActivityOptions(
+    start_to_close_timeout=timedelta(minutes=5),
+    schedule_to_close_timeout=timedelta(minutes=30),
+    retry_policy=BACKOFF,
+)
+
+
+def gpu(task_queue: str) -> ActivityOptions:
+    """Render / score on the GPU workers' queue (the policy names it, default `gpu`)."""
+    return ActivityOptions(
+        task_queue=task_queue,
+        start_to_close_timeout=timedelta(minutes=5),
+        schedule_to_close_timeout=timedelta(hours=1),
+        retry_policy=BACKOFF,
+    )
+
+
+def await_pod_healthy(warmup: timedelta) -> ActivityOptions:
+    """A heartbeating poll that may run for the whole warm-up window."""
+    return ActivityOptions(
+        start_to_close_timeout=warmup + timedelta(minutes=1),
+        heartbeat_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=3,
+            non_retryable_error_types=PERMANENT_ERRORS,
+        ),
+    )
+
+
+def generate(timeout: timedelta) -> ActivityOptions:
+    """One miner call: heartbeats while waiting; infrastructure failures retried a few times."""
+    return ActivityOptions(
+        start_to_close_timeout=timeout + timedelta(minutes=2),
+        schedule_to_close_timeout=(timeout + timedelta(minutes=2)) * 3,
+        heartbeat_timeout=timedelta(seconds=20),
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=10),
+            maximum_attempts=3,
+            non_retryable_error_types=PERMANENT_ERRORS,
+        ),
+    )

@@ -1,0 +1,367 @@
+"""PodWorkflow: one rented pod's life - deploy, warm up, generate what the parent assigns, go.
+
+Id `audit-{round}-{hotkey}-pod-{slot}-{attempt}`; started by AuditWorkflow with
+ParentClosePolicy.ABANDON so it survives the parent's continue-as-new, and it talks to the parent
+only by signals addressed to the parent's workflow id (no run id):
+
+    deploy_pod -> await_pod_healthy -> signal pod_ready
+    loop: wait for an `assign` signal (or `stop`)
+          generate -> render_preview (gpu) -> fetch + render the submitted GLB -> score_distance
+          signal pod_result (which also means "ready for more")
+          marked bad (upstream thresholds) or stopped answering /health -> leave the loop
+    finally: delete_pod, signal pod_finished (with this pod's stats)
+
+An assignment id (`stem#attempt`) seen before is dropped, so a re-sent signal never generates twice.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from models.audit import (
+        ArtifactResult,
+        Assignment,
+        AwaitPodHealthyInput,
+        DeletePodInput,
+        DeployPodInput,
+        FetchArtifactInput,
+        GenerateInput,
+        GenerateResult,
+        PodCarry,
+        PodFinished,
+        PodHealthInput,
+        PodInput,
+        PodReady,
+        PodRef,
+        PodWorkflowResult,
+        PromptResult,
+        PromptResultKind,
+        RenderPreviewInput,
+        ScoreDistanceInput,
+        ScoreDistanceResult,
+        StopPod,
+    )
+    from models.competition import PodStats
+    from models.errors import ErrorType
+    from workflows import options
+    from workflows.policy.pod_health import bad_pod_reason, summarize
+
+SEEN_ASSIGNMENTS_KEPT = 1000
+
+
+def _failure(error: ActivityError) -> tuple[str, str | None]:
+    """Message and ErrorType of an activity failure (the ApplicationError cause when present)."""
+    cause: BaseException | None = error.cause
+    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message, cause.type
+    inner = error.cause
+    return (str(inner) if inner is not None else str(error)), None
+
+
+@workflow.defn(name="PodWorkflow")
+class PodWorkflow:
+    """One pod slot attempt of an audit. See the module docstring for the protocol."""
+
+    @workflow.init
+    def __init__(self, input: PodInput) -> None:
+        carried = input.carried
+        self._pending: list[Assignment] = list(carried.pending) if carried else []
+        self._stop: StopPod | None = carried.stop if carried else None
+        self._seen: list[str] = list(carried.seen_assignments) if carried else []
+        self._stats = carried.stats if carried else PodStats(pod_id=input.pod_name)
+        self._times: list[float] = list(carried.times) if carried else []
+        self._mismatches = carried.mismatches if carried else 0
+        self._pod: PodRef | None = carried.pod if carried else None
+
+    @workflow.run
+    async def run(self, input: PodInput) -> PodWorkflowResult:
+        """Deploy, serve assignments until stopped or bad, always delete the pod."""
+        reason = "stopped by the audit"
+        marked_bad = False
+        unfinished: str | None = None
+        continue_as_new = False
+        try:
+            if self._pod is None:
+                deploy_error = await self._deploy(input)
+                if deploy_error is not None:
+                    reason, marked_bad = deploy_error, True
+                    return self._result()
+                await self._tell_parent(
+                    input, PodReady(slot=input.slot, attempt=input.attempt, pod_name=input.pod_name)
+                )
+            while True:
+                await workflow.wait_condition(lambda: bool(self._pending) or self._stop is not None)
+                if self._stop is not None:
+                    reason = self._stop.reason
+                    break
+                assignment = self._pending.pop(0)
+                unfinished = assignment.assignment_id
+                result = await self._process(input, assignment)
+                self._record(result, input)
+                if not await self._tell_parent(input, result):
+                    reason = "audit is gone"
+                    break
+                unfinished = None
+                bad = bad_pod_reason(self._stats, self._mismatches, self._times, input.policy)
+                if bad is None and result.outcome is PromptResultKind.FAILED:
+                    bad = await self._health_problem()
+                if bad is not None:
+                    reason, marked_bad = bad, True
+                    break
+                if workflow.info().is_continue_as_new_suggested() and self._stop is None:
+                    continue_as_new = True
+                    break
+        finally:
+            if not continue_as_new:
+                await self._delete(input)
+                await self._tell_parent(
+                    input,
+                    PodFinished(
+                        slot=input.slot,
+                        attempt=input.attempt,
+                        pod_name=input.pod_name,
+                        stats=self._final_stats(reason, marked_bad),
+                        marked_bad=marked_bad,
+                        deployed=self._pod is not None,
+                        reason=reason,
+                        unfinished_assignment=unfinished,
+                    ),
+                )
+        if continue_as_new:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(input.model_copy(update={"carried": self._carry()}))
+        return self._result()
+
+    @workflow.signal(name="assign")
+    def assign(self, assignment: Assignment) -> None:
+        """From AuditWorkflow: generate this prompt (duplicates by assignment id are dropped)."""
+        if assignment.assignment_id in self._seen:
+            return
+        self._seen.append(assignment.assignment_id)
+        del self._seen[:-SEEN_ASSIGNMENTS_KEPT]
+        self._pending.append(assignment)
+
+    @workflow.signal(name="stop")
+    def stop(self, stop: StopPod) -> None:
+        """From AuditWorkflow: finish the current prompt, delete the pod, end."""
+        self._stop = stop
+
+    @workflow.query(name="stats")
+    def stats(self) -> PodStats:
+        """This pod's counters so far."""
+        return summarize(self._stats, self._times)
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def _deploy(self, input: PodInput) -> str | None:
+        """Rent and warm up the pod; the failure reason, or None when it is healthy."""
+        try:
+            self._pod = await workflow.execute_activity(
+                "deploy_pod",
+                DeployPodInput(name=input.pod_name, provider=input.provider, image=input.image),
+                result_type=PodRef,
+                summary=f"deploy {input.pod_name} on {input.provider}",
+                **options.DEPLOY_POD,
+            )
+            warmup = timedelta(seconds=input.policy.pod_warmup_timeout_seconds)
+            self._pod = await workflow.execute_activity(
+                "await_pod_healthy",
+                AwaitPodHealthyInput(pod=self._pod, timeout=warmup),
+                result_type=PodRef,
+                summary=f"wait for {input.pod_name} /health",
+                **options.await_pod_healthy(warmup),
+            )
+        except ActivityError as e:
+            message, _ = _failure(e)
+            return f"deploy failed on {input.provider}: {message}"
+        return None
+
+    async def _process(self, input: PodInput, assignment: Assignment) -> PromptResult:
+        """Generate, render and score one prompt; model failures become a FAILED result."""
+        pod_url = self._live_pod().url
+        if pod_url is None:
+            raise ApplicationError(f"pod {input.pod_name} has no URL", non_retryable=True)
+        base = {
+            "slot": input.slot,
+            "attempt": input.attempt,
+            "pod_name": input.pod_name,
+            "assignment_id": assignment.assignment_id,
+            "stem": assignment.stem,
+        }
+        timeout = timedelta(seconds=input.policy.generation_timeout_seconds)
+        try:
+            generated = await workflow.execute_activity(
+                "generate",
+                GenerateInput(
+                    audit_id=input.audit_workflow_id,
+                    assignment_id=assignment.assignment_id,
+                    round=input.round,
+                    provider=input.provider,
+                    pod_url=pod_url,
+                    prompt_url=assignment.prompt_url,
+                    seed=input.seed,
+                    timeout=timeout,
+                    max_bytes=input.policy.max_glb_bytes,
+                ),
+                result_type=GenerateResult,
+                summary=f"generate {assignment.assignment_id}",
+                **options.generate(timeout),
+            )
+        except ActivityError as e:
+            message, error_type = _failure(e)
+            overtime = error_type == ErrorType.MINER_TIMEOUT
+            return PromptResult(
+                **base,
+                outcome=PromptResultKind.FAILED,
+                generation_time=timeout.total_seconds() if overtime else None,
+                error=message,
+            )
+        try:
+            preview = await workflow.execute_activity(
+                "render_preview",
+                RenderPreviewInput(glb_uri=generated.glb_uri),
+                result_type=ArtifactResult,
+                summary=f"render {assignment.stem}",
+                **options.gpu(input.policy.gpu_task_queue),
+            )
+        except ActivityError as e:
+            message, _ = _failure(e)
+            return PromptResult(
+                **base,
+                outcome=PromptResultKind.FAILED,
+                glb_uri=generated.glb_uri,
+                size=generated.size,
+                generation_time=generated.generation_time,
+                error=f"render failed: {message}",
+            )
+        distance, problem = await self._distance(input, assignment, preview.uri)
+        return PromptResult(
+            **base,
+            outcome=PromptResultKind.GENERATED,
+            glb_uri=generated.glb_uri,
+            png_uri=preview.uri,
+            size=generated.size,
+            generation_time=generated.generation_time,
+            distance=distance,
+            error=problem,
+        )
+
+    async def _distance(
+        self, input: PodInput, assignment: Assignment, png_uri: str
+    ) -> tuple[float | None, str | None]:
+        """DINOv3 distance to our own render of the submitted GLB; None (a mismatch) if unknown."""
+        if assignment.submitted_glb_url is None:
+            return None, "the submission has no GLB to compare with"
+        try:
+            submitted = await workflow.execute_activity(
+                "fetch_artifact",
+                FetchArtifactInput(url=assignment.submitted_glb_url, max_bytes=1 << 30),
+                result_type=ArtifactResult,
+                summary=f"fetch submitted {assignment.stem}",
+                **options.FETCH_ARTIFACT,
+            )
+            submitted_preview = await workflow.execute_activity(
+                "render_preview",
+                RenderPreviewInput(glb_uri=submitted.uri),
+                result_type=ArtifactResult,
+                summary=f"render submitted {assignment.stem}",
+                **options.gpu(input.policy.gpu_task_queue),
+            )
+            scored = await workflow.execute_activity(
+                "score_distance",
+                ScoreDistanceInput(png_a_uri=submitted_preview.uri, png_b_uri=png_uri),
+                result_type=ScoreDistanceResult,
+                summary=f"score {assignment.stem}",
+                **options.gpu(input.policy.gpu_task_queue),
+            )
+        except ActivityError as e:
+            message, _ = _failure(e)
+            return None, f"distance unknown: {message}"
+        return scored.distance, None
+
+    async def _health_problem(self) -> str | None:
+        """After a failure: is the pod still answering /health?"""
+        pod = self._live_pod()
+        try:
+            healthy = await workflow.execute_activity(
+                "check_pod_health",
+                PodHealthInput(pod=pod),
+                result_type=bool,
+                **options.POD_HEALTH,
+            )
+        except ActivityError as e:
+            message, _ = _failure(e)
+            return f"health check failed: {message}"
+        return None if healthy else "stopped answering /health"
+
+    async def _delete(self, input: PodInput) -> None:
+        """Delete by name, also when deploy failed half-way (a rented pod is never left behind)."""
+        pod = self._pod or PodRef(name=input.pod_name, provider=input.provider)
+        await workflow.execute_activity(
+            "delete_pod",
+            DeletePodInput(pod=pod),
+            summary=f"delete {input.pod_name}",
+            **options.DELETE_POD,
+        )
+
+    async def _tell_parent(
+        self, input: PodInput, message: PodReady | PromptResult | PodFinished
+    ) -> bool:
+        """Signal the audit by workflow id (survives its continue-as-new); False if it is gone."""
+        parent = workflow.get_external_workflow_handle(input.audit_workflow_id)
+        try:
+            await parent.signal(message.event, message)
+        except Exception as e:  # the parent closed (completed, cancelled, terminated)
+            workflow.logger.warning("could not signal %s: %s", input.audit_workflow_id, e)
+            return False
+        return True
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _record(self, result: PromptResult, input: PodInput) -> None:
+        s = self._stats
+        update: dict[str, int] = {"processed": s.processed + 1}
+        timeout = input.policy.generation_timeout_seconds
+        if result.outcome is PromptResultKind.FAILED:
+            update["hard_failed"] = s.hard_failed + 1
+            if result.generation_time is not None and result.generation_time >= timeout:
+                update["hard_overtime"] = s.hard_overtime + 1
+        else:
+            update["successful"] = s.successful + 1
+            generation_time = result.generation_time or 0.0
+            self._times.append(generation_time)
+            if generation_time > timeout:
+                update["hard_overtime"] = s.hard_overtime + 1
+            if result.distance is None or result.distance > input.policy.acceptable_distance:
+                self._mismatches += 1
+        self._stats = s.model_copy(update=update)
+
+    def _final_stats(self, reason: str, marked_bad: bool) -> PodStats:
+        return summarize(self._stats, self._times).model_copy(
+            update={"marked_bad": marked_bad, "termination_reason": reason}
+        )
+
+    def _result(self) -> PodWorkflowResult:
+        return PodWorkflowResult(stats=summarize(self._stats, self._times))
+
+    def _live_pod(self) -> PodRef:
+        if self._pod is None:
+            raise ApplicationError("pod used before it was deployed", non_retryable=True)
+        return self._pod
+
+    def _carry(self) -> PodCarry:
+        return PodCarry(
+            pod=self._live_pod(),
+            stats=self._stats,
+            times=self._times,
+            mismatches=self._mismatches,
+            seen_assignments=self._seen,
+            pending=self._pending,
+            stop=self._stop,
+        )

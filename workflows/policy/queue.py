@@ -1,0 +1,78 @@
+"""Prompt assignment and result merging for an audit (pure; upstream rules proven in production).
+
+- A pod gets the prompt with the fewest attempts that it has not tried itself (ties: file order).
+- A prompt is dropped (done, failed) after `max_prompt_attempts`.
+- A model failure puts the prompt back in the queue; a generated result (whatever its distance)
+  finishes it: the image is deterministic, so regenerating a mismatch proves nothing new.
+- Results merge keeping the better entry: generated beats failed, then the smaller distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from models.audit import PromptResult, PromptResultKind, PromptState
+from models.competition import GenerationEntry
+
+
+def assignment_id(stem: str, attempt: int) -> str:
+    """`stem#attempt`: the dedup key of one generation attempt."""
+    return f"{stem}#{attempt}"
+
+
+def next_prompt(
+    prompts: Iterable[PromptState], pod_name: str, max_attempts: int
+) -> PromptState | None:
+    """The prompt to hand `pod_name` next, or None if it has nothing it may do."""
+    best: PromptState | None = None
+    for prompt in prompts:
+        if prompt.done or prompt.in_flight is not None or prompt.attempts >= max_attempts:
+            continue
+        if pod_name in prompt.tried_on:
+            continue
+        if best is None or prompt.attempts < best.attempts:
+            best = prompt
+    return best
+
+
+def entry_from_result(result: PromptResult, attempts: int) -> GenerationEntry:
+    """The generated.json entry one pod result stands for."""
+    generated = result.outcome is PromptResultKind.GENERATED
+    return GenerationEntry(
+        glb=result.glb_uri if generated else None,
+        png=result.png_uri if generated else None,
+        generation_time=result.generation_time or 0.0,
+        size=result.size,
+        attempts=attempts,
+        distance=result.distance if generated else None,
+    )
+
+
+def _rank(entry: GenerationEntry) -> tuple[int, float]:
+    if entry.glb is None or entry.png is None:
+        return (2, 0.0)
+    if entry.distance is None:
+        return (1, 0.0)
+    return (0, entry.distance)
+
+
+def better_entry(old: GenerationEntry | None, new: GenerationEntry) -> GenerationEntry:
+    """Keep the better of two entries for one stem; the attempt count is always the newest."""
+    if old is None or _rank(new) < _rank(old):
+        return new
+    return old.model_copy(update={"attempts": new.attempts})
+
+
+def apply_result(prompt: PromptState, result: PromptResult, max_attempts: int) -> None:
+    """Record a pod's result on its prompt (caller checked that it is the current attempt)."""
+    prompt.in_flight = None
+    prompt.entry = better_entry(prompt.entry, entry_from_result(result, prompt.attempts))
+    if result.outcome is PromptResultKind.GENERATED or prompt.attempts >= max_attempts:
+        prompt.done = True
+
+
+def release(prompt: PromptState, max_attempts: int) -> None:
+    """A pod vanished with this prompt outstanding: put it back (or drop it when out of tries)."""
+    prompt.in_flight = None
+    if prompt.attempts >= max_attempts:
+        prompt.done = True
