@@ -16,6 +16,7 @@ An assignment id (`stem#attempt`) seen before is dropped, so a re-sent signal ne
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -160,7 +161,19 @@ class PodWorkflow:
     # --- steps ----------------------------------------------------------------------------------
 
     async def _deploy(self, input: PodInput) -> str | None:
-        """Rent and warm up the pod; the failure reason, or None when it is healthy."""
+        """Rent and warm up the pod unless stopped first; the failure reason, None if healthy."""
+        steps = asyncio.ensure_future(self._deploy_steps(input))
+        await workflow.wait_condition(lambda: steps.done() or self._stop is not None)
+        if not steps.done():
+            steps.cancel()
+            try:
+                await steps
+            except asyncio.CancelledError:
+                pass
+            return "stopped before the pod was healthy"
+        return steps.result()
+
+    async def _deploy_steps(self, input: PodInput) -> str | None:
         try:
             self._pod = await workflow.execute_activity(
                 "deploy_pod",

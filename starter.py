@@ -1,0 +1,206 @@
+"""Operator CLI: run the embedded Temporal server, start/watch audits, compute verdicts.
+
+    python starter.py server                                   # embedded Temporal + Web UI
+    python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
+    python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
+
+`audit` starts the embedded dev server when nothing answers at a local TEMPORAL_ADDRESS, starts
+AuditWorkflow with id `audit-{round}-{hotkey}` (a second start attaches to the running audit,
+never a duplicate), prints progress, then the verdict. A worker (`python worker.py`) must run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities.competition_repo import (
+    CompetitionRepo,
+    CompetitionSource,
+    DirectorySource,
+    load_generated,
+    load_round_files,
+)
+from embedded_temporal import UI_ADDRESS, connect, ensure_server
+from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult
+from models.competition import GenerationAudit
+from models.constants import TASK_QUEUE, audit_workflow_id
+from models.errors import CompetitionFileError
+from models.settings import Settings, SettingsError, load_settings
+from workflows.policy import verdict
+
+logger = logging.getLogger("starter")
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+# --- verdict ------------------------------------------------------------------------------------
+
+
+def open_source(location: str, settings: Settings) -> CompetitionSource:
+    """A plain directory (work tree or fixtures) is read as is; a git URL or bare repo is cloned."""
+    path = Path(location)
+    if path.is_dir() and not (path / "HEAD").is_file():
+        return DirectorySource(path)
+    return CompetitionRepo(location, settings.competition_branch, settings.work_dir / "repos")
+
+
+def compute_verdict(
+    source: CompetitionSource, round_number: int, hotkey: str, policy: AuditPolicy
+) -> GenerationAudit:
+    """The generation_audits.json entry the repo's files imply, with the configured tolerances."""
+    files = load_round_files(source, round_number, hotkey)
+    generated = load_generated(source, round_number, hotkey)
+    if files.build is not None and files.build.status.value in (
+        "failure",
+        "not_found",
+        "timed_out",
+    ):
+        return verdict.rejected_without_generation(hotkey, verdict.BUILD_FAILED_REASON)
+    return verdict.decide(hotkey, list(files.submitted), generated, files.critical_prompts, policy)
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+async def start_audit(
+    client: Client,
+    round_number: int,
+    hotkey: str,
+    *,
+    task_queue: str = TASK_QUEUE,
+    policy: AuditPolicy | None = None,
+) -> WorkflowHandle[object, AuditResult]:
+    """Start AuditWorkflow, or attach to the running one with the same id (never a duplicate).
+
+    A finished audit is not repeated: its id is reused only if the earlier run failed.
+    """
+    workflow_id = audit_workflow_id(round_number, hotkey)
+    try:
+        handle: WorkflowHandle[object, AuditResult] = await client.start_workflow(
+            "AuditWorkflow",
+            AuditInput(round=round_number, hotkey=hotkey, policy=policy),
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=AuditResult,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+    except WorkflowAlreadyStartedError:
+        # Already completed: show that audit's result instead of running it again.
+        handle = client.get_workflow_handle(workflow_id, result_type=AuditResult)
+    return handle
+
+
+def history_url(namespace: str, workflow_id: str) -> str:
+    """Web UI page of a workflow's history (embedded server)."""
+    return f"{UI_ADDRESS}/namespaces/{namespace}/workflows/{workflow_id}"
+
+
+def describe_progress(progress: AuditProgress) -> str:
+    """One progress line."""
+    if progress.total == 0:
+        return f"{progress.status}"
+    return (
+        f"{progress.status}: {progress.done}/{progress.total} prompts done, "
+        f"{progress.in_flight} in flight, mismatches {progress.mismatches} "
+        f"(critical {progress.critical_mismatches}), pods {progress.pods_active} active / "
+        f"{progress.pods_started} started"
+    )
+
+
+async def watch_audit(
+    handle: WorkflowHandle[object, AuditResult],
+    out: Callable[[str], None],
+    interval: float = PROGRESS_INTERVAL_SECONDS,
+) -> AuditResult:
+    """Print progress lines as they change until the audit completes; return its result."""
+    result_task = asyncio.ensure_future(handle.result())
+    last = ""
+    while not result_task.done():
+        try:
+            progress = await handle.query("progress", result_type=AuditProgress)
+            line = describe_progress(progress)
+            if line != last:
+                out(f"[{handle.id}] {line}")
+                last = line
+        except Exception as e:  # a closed or not yet started workflow answers queries late
+            logger.debug("progress query failed: %s", e)
+        await asyncio.wait({result_task}, timeout=interval)
+    return result_task.result()
+
+
+async def run_audit_command(settings: Settings, round_number: int, hotkey: str, wait: bool) -> int:
+    """`starter.py audit`."""
+    server = await ensure_server(settings)
+    if server is not None:
+        print(f"started the embedded Temporal server at {settings.temporal_address}")
+    client = await connect(settings)
+    handle = await start_audit(client, round_number, hotkey)
+    print(f"audit {handle.id} on task queue {TASK_QUEUE}")
+    print(f"history: {history_url(settings.temporal_namespace, handle.id)}")
+    if not wait:
+        return 0
+    result = await watch_audit(handle, print)
+    print(json.dumps(result.audit.model_dump(mode="json"), indent=2))
+    return 0
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("server", help="run the embedded Temporal dev server in the foreground")
+    audit = sub.add_parser("audit", help="start (or attach to) an audit and print its verdict")
+    audit.add_argument("--round", type=int, required=True)
+    audit.add_argument("--hotkey", required=True)
+    audit.add_argument("--no-wait", action="store_true", help="start and return at once")
+    check = sub.add_parser("verdict", help="print the verdict implied by a repo's files (JSON)")
+    check.add_argument("--competition-repo", required=True, help="directory, bare repo or git URL")
+    check.add_argument("--round", type=int, required=True)
+    check.add_argument("--hotkey", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
+    """CLI entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        if args.command == "server":
+            from embedded_temporal import run_foreground
+
+            run_foreground(settings)
+        if args.command == "verdict":
+            source = open_source(args.competition_repo, settings)
+            audit = compute_verdict(source, args.round, args.hotkey, settings.audit_policy())
+            stdout.write(json.dumps(audit.model_dump(mode="json"), indent=2) + "\n")
+            return 0
+        return asyncio.run(
+            run_audit_command(settings, args.round, args.hotkey, wait=not args.no_wait)
+        )
+    except (SettingsError, CompetitionFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

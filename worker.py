@@ -1,0 +1,159 @@
+"""Worker process: runs the orchestrator and/or GPU task queues until SIGINT/SIGTERM.
+
+    python worker.py                          # both queues (the embedded default)
+    python worker.py --queues generation-orchestrator
+    python worker.py --queues gpu             # on a GPU host: render + DINOv3 scoring
+
+The orchestrator queue runs every workflow and the I/O activities (git, providers, miner calls,
+artifacts); the `gpu` queue runs render + score and is the only place torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.worker import Worker
+
+from activities.artifacts import ArtifactStore
+from activities.competition_repo import CompetitionRepo, CompetitionRepoActivities
+from activities.config import ConfigActivities
+from activities.generation import GenerationActivities
+from activities.pods import PodActivities
+from embedded_temporal import connect
+from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
+from models.settings import Settings, SettingsError, load_settings
+from providers.registry import build_providers
+from workflows import WORKFLOWS
+
+logger = logging.getLogger("worker")
+
+# Without this a killed worker's sticky queue stalls its workflows ~10 s before another takes over.
+STICKY_TIMEOUT = timedelta(seconds=2)
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    client: Client,
+    settings: Settings,
+    queues: Sequence[str] = (TASK_QUEUE, GPU_TASK_QUEUE),
+    *,
+    task_queue: str = TASK_QUEUE,
+    gpu_task_queue: str = GPU_TASK_QUEUE,
+) -> AsyncIterator[list[Worker]]:
+    """Build and run the workers for `queues` (names as in `--queues`) until the block exits.
+
+    `task_queue` / `gpu_task_queue` rename the two queues (tests use unique names).
+    """
+    store = ArtifactStore(settings.artifacts_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        workers: list[Worker] = []
+        if TASK_QUEUE in queues:
+            if not settings.competition_repo:
+                raise SettingsError(
+                    "COMPETITION_REPO: required for the generation-orchestrator queue"
+                )
+            http = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=True))
+            providers = build_providers(settings)
+            for provider in providers.values():
+                stack.push_async_callback(provider.aclose)
+            repo = CompetitionRepo(
+                settings.competition_repo, settings.competition_branch, settings.work_dir / "repos"
+            )
+            policy = settings.audit_policy().model_copy(update={"gpu_task_queue": gpu_task_queue})
+            activities: list[Callable[..., Any]] = [
+                *ConfigActivities(policy).activities(),
+                *CompetitionRepoActivities(repo).activities(),
+                *PodActivities(providers, http).activities(),
+                *GenerationActivities(
+                    store, http, {name: p.auth_headers() for name, p in providers.items()}
+                ).activities(),
+            ]
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=task_queue,
+                    workflows=WORKFLOWS,
+                    activities=activities,
+                    sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+                    graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                    max_concurrent_activities=200,
+                )
+            )
+        if GPU_TASK_QUEUE in queues:
+            from activities.scoring import ScoringActivities  # torch only where it is needed
+
+            scoring = ScoringActivities(store, settings.dinov3_model)
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=gpu_task_queue,
+                    activities=scoring.activities(),
+                    graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                    max_concurrent_activities=4,
+                )
+            )
+        if not workers:
+            raise SettingsError(
+                f"--queues: none of {list(queues)} is {TASK_QUEUE} or {GPU_TASK_QUEUE}"
+            )
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield workers
+
+
+async def serve(settings: Settings, queues: Sequence[str]) -> None:
+    """Connect and run the workers until SIGINT/SIGTERM, then shut down gracefully."""
+    client = await connect(settings, interceptors=[TracingInterceptor()])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_workers(client, settings, queues):
+        logger.info(
+            "worker running on %s at %s (namespace %s); Ctrl-C to stop",
+            ", ".join(queues),
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        await stop.wait()
+        logger.info("shutting down (finishing running activities, up to %s)", GRACEFUL_SHUTDOWN)
+    logger.info("worker stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--queues",
+        default=f"{TASK_QUEUE},{GPU_TASK_QUEUE}",
+        help=f"comma list of task queues to serve (default: {TASK_QUEUE},{GPU_TASK_QUEUE})",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        asyncio.run(serve(settings, queues))
+    except SettingsError as e:
+        logger.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
