@@ -1,0 +1,173 @@
+"""Builds a competition round in a local bare git repo: the demo's (and e2e tests') world.
+
+Prompt images are drawn with PIL; each miner's submitted GLBs are what the reference miner makes
+with variant 0 (the "claimed" outputs), published under a static web root next to the prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import git
+from PIL import Image, ImageDraw
+from pydantic import BaseModel, ConfigDict
+
+from miner.mesh import generate_glb
+from models.competition import BuildStatus, CompetitionPaths
+
+
+class DemoMiner(BaseModel):
+    """One miner of a demo round."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hotkey: str
+    label: str
+    image: str | None  # docker image reference (local provider syntax); None = build failed
+    critical: int = 0  # how many of the prompts are critical for this miner
+
+
+def prompt_png(index: int, size: int = 256) -> bytes:
+    """A simple, distinct prompt image per index."""
+    hue = (index * 47) % 255
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    color = (hue, 255 - hue, (index * 91) % 255)
+    inset = 30 + (index * 7) % 60
+    if index % 3 == 0:
+        draw.ellipse((inset, inset, size - inset, size - inset), fill=color)
+    elif index % 3 == 1:
+        draw.rectangle((inset, inset, size - inset, size - inset), fill=color)
+    else:
+        draw.polygon(
+            [(size // 2, inset), (size - inset, size - inset), (inset, size - inset)], fill=color
+        )
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _dump(value: object) -> str:
+    return json.dumps(value, indent=2) + "\n"
+
+
+def ensure_bare_repo(path: Path) -> None:
+    """Create the bare repo with an initial commit (state.json, config.json) if absent."""
+    if (path / "HEAD").is_file():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    git.Repo.init(path, bare=True, initial_branch="main")
+
+
+def next_round(bare: Path) -> int:
+    """1 + the highest round in the repo (1 for an empty repo)."""
+    repo = git.Repo(bare)
+    try:
+        tree = repo.commit("main").tree
+    except (ValueError, git.BadName):
+        return 1
+    try:
+        rounds = tree / "rounds"
+    except KeyError:
+        return 1
+    numbers = [int(item.name) for item in rounds.trees if item.name.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def publish_round(
+    bare: Path,
+    www_root: Path,
+    base_url: str,
+    round_number: int,
+    miners: list[DemoMiner],
+    n_prompts: int,
+    seed: int = 3035696319,
+) -> list[str]:
+    """Write round `round_number` (prompts, submissions, builds, submitted outputs) and push it.
+
+    Returns the stems of the round's prompts.
+    """
+    ensure_bare_repo(bare)
+    stems: list[str] = []
+    urls: list[str] = []
+    prompt_dir = www_root / "rounds" / str(round_number) / "prompts"
+    prompt_dir.mkdir(parents=True, exist_ok=True)
+    digests: dict[str, str] = {}
+    for i in range(n_prompts):
+        data = prompt_png(i + round_number * 101)
+        stem = hashlib.sha256(data).hexdigest()[:16]
+        (prompt_dir / f"{stem}.png").write_bytes(data)
+        stems.append(stem)
+        digests[stem] = hashlib.sha256(data).hexdigest()
+        urls.append(f"{base_url}/rounds/{round_number}/prompts/{stem}.png")
+
+    files: dict[str, str] = {
+        CompetitionPaths.STATE: _dump(
+            {"current_round": round_number, "stage": "open", "next_stage_eta": None}
+        ),
+        CompetitionPaths.CONFIG: _dump({"name": "demo", "prompts_per_round": n_prompts}),
+        CompetitionPaths.seed(round_number): _dump({"seed": seed}),
+        CompetitionPaths.prompts(round_number): "\n".join(urls) + "\n",
+    }
+    submissions: dict[str, object] = {}
+    builds: dict[str, object] = {}
+    require_audit: list[object] = []
+    for miner in miners:
+        commit = hashlib.sha1(miner.hotkey.encode()).hexdigest()  # noqa: S324 - a fake commit id
+        tag = f"{commit[:7]}-demo-{round_number}"
+        submissions[miner.hotkey] = {
+            "repo": f"demo/{miner.label}",
+            "commit": commit,
+            "cdn_url": f"{base_url}/rounds/{round_number}/{miner.hotkey}",
+            "revealed_at_block": 1000 + round_number,
+            "round": f"demo-{round_number}",
+        }
+        ok = miner.image is not None
+        builds[miner.hotkey] = {
+            "repo": f"demo/{miner.label}",
+            "commit": commit,
+            "revealed_at_block": 1000 + round_number,
+            "tag": tag,
+            "status": BuildStatus.SUCCESS if ok else BuildStatus.FAILURE,
+            "docker_image": miner.image,
+        }
+        require_audit.append({"hotkey": miner.hotkey, "critical_prompts": stems[: miner.critical]})
+        glb_dir = www_root / "rounds" / str(round_number) / miner.hotkey
+        glb_dir.mkdir(parents=True, exist_ok=True)
+        submitted = {}
+        for stem in stems:
+            glb = generate_glb(digests[stem], seed, 0)
+            (glb_dir / f"{stem}.glb").write_bytes(glb)
+            submitted[stem] = {
+                "glb": f"{base_url}/rounds/{round_number}/{miner.hotkey}/{stem}.glb",
+                "png": None,
+                "generation_time": 0.0,
+                "size": len(glb),
+                "attempts": 0,
+                "distance": 0.0,
+            }
+        files[CompetitionPaths.submitted(round_number, miner.hotkey)] = _dump(submitted)
+    files[CompetitionPaths.submissions(round_number)] = _dump(submissions)
+    files[CompetitionPaths.builds(round_number)] = _dump(builds)
+    files[CompetitionPaths.require_audit(round_number)] = _dump(require_audit)
+    _commit_and_push(bare, files, f"Open demo round {round_number}")
+    return stems
+
+
+def _commit_and_push(bare: Path, files: dict[str, str], message: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="demo-clone-") as tmp:
+        clone = git.Repo.clone_from(str(bare), tmp)
+        with clone.config_writer() as config:
+            config.set_value("user", "name", "demo")
+            config.set_value("user", "email", "demo@localhost")
+        for path, text in files.items():
+            target = Path(tmp) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        clone.git.add(A=True)
+        clone.index.commit(message)
+        clone.git.push("origin", "HEAD:main")
