@@ -52,7 +52,8 @@ def open_source(location: str, settings: Settings) -> CompetitionSource:
     path = Path(location)
     if path.is_dir() and not (path / "HEAD").is_file():
         return DirectorySource(path)
-    return CompetitionRepo(location, settings.competition_branch, settings.work_dir / "repos")
+    repo = CompetitionRepo(location, settings.competition_branch, settings.work_dir / "repos")
+    return repo.at_head()  # one fetch, every file from the same commit
 
 
 def compute_verdict(

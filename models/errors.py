@@ -21,6 +21,7 @@ class ErrorType(StrEnum):
     MINER_TIMEOUT = "MinerTimeout"
     SUBMISSION_UNAVAILABLE = "SubmissionUnavailable"
     RENDER_FAILED = "RenderFailed"
+    SCORING_MODEL_UNAVAILABLE = "ScoringModelUnavailable"  # DINOV3_MODEL cannot be loaded
     GIT_PUSH_CONFLICT = "GitPushConflict"
     NOT_READY = "NotReady"
 
