@@ -94,6 +94,10 @@ async def running_workers(
             from activities.scoring import ScoringActivities  # torch only where it is needed
 
             scoring = ScoringActivities(store, settings.dinov3_model)
+            # Load the model and GL context now: a bad DINOV3_MODEL fails the worker at start-up
+            # instead of turning every comparison into an "unknown distance" mismatch.
+            await scoring.warm_up()
+            stack.callback(scoring.close)
             workers.append(
                 Worker(
                     client,

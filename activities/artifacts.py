@@ -1,0 +1,191 @@
+"""The artifact store: content-addressed blobs (GLB, PNG) and a small JSON record store.
+
+Owns everything under its root directory: `blobs/<sha[:2]>/<sha><suffix>` for bytes and
+`records/<namespace>/<sha256(key)>.json` for idempotency records and caches. Workflow payloads carry
+the store's `file://` URIs, never the bytes (DESIGN.md). It does not own the network, the miner
+contract or Temporal: it is plain synchronous file I/O, which activities call through
+`asyncio.to_thread`.
+
+Every write goes to a temporary file in the target directory and is published with `os.replace`,
+so a reader never sees a half-written blob or record, and a crash mid-write leaves only a stray
+temporary file. Writes are idempotent: the same bytes always land at the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+_SUFFIX_RE = re.compile(r"^(\.[A-Za-z0-9]{1,16})?$")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_BLOB_NAME_RE = re.compile(r"^([0-9a-f]{64})(\.[A-Za-z0-9]{1,16})?$")
+_HASH_CHUNK_BYTES = 1024 * 1024
+
+
+class ArtifactStoreError(ValueError):
+    """A URI, suffix or namespace the store refuses (outside the root, malformed, ...)."""
+
+
+class ArtifactStore:
+    """Content-addressed blob store plus a JSON record store, rooted at one directory.
+
+    Owns: the layout under `root`, atomic publication of files, and the guarantee that no URI or
+    record key can address a path outside `root`. Does not own: retention (nothing is deleted),
+    downloads, or any knowledge of what the blobs mean.
+    """
+
+    def __init__(self, root: Path) -> None:
+        """Create the store (directories are made on first write).
+
+        Args:
+            root: Directory that holds every blob and record; resolved to an absolute path.
+        """
+        self._root = root.expanduser().resolve()
+
+    @property
+    def root(self) -> Path:
+        """Absolute, resolved root directory."""
+        return self._root
+
+    # --- blobs ----------------------------------------------------------------------------------
+
+    def put_bytes(self, data: bytes, suffix: str) -> str:
+        """Store `data` under its sha256 and return its `file://` URI (idempotent).
+
+        Args:
+            data: The blob.
+            suffix: File extension including the dot (".glb", ".png") or "" for none.
+
+        Returns:
+            `file://<root>/blobs/<sha[:2]>/<sha><suffix>`.
+
+        Raises:
+            ArtifactStoreError: `suffix` is not a dot plus 1-16 alphanumerics.
+        """
+        if not _SUFFIX_RE.match(suffix):
+            raise ArtifactStoreError(f"invalid blob suffix {suffix!r}")
+        digest = hashlib.sha256(data).hexdigest()
+        target = self._root / "blobs" / digest[:2] / f"{digest}{suffix}"
+        if not target.is_file():
+            _atomic_write(target, data)
+        return target.as_uri()
+
+    def path(self, uri: str) -> Path:
+        """The local path of a store URI.
+
+        Args:
+            uri: A `file://` URI as returned by `put_bytes`.
+
+        Returns:
+            The resolved absolute path (it may not exist).
+
+        Raises:
+            ArtifactStoreError: Not a local `file://` URI, or it resolves outside the root
+                (`..`, symlinks and percent-encoded escapes included).
+        """
+        parsed = urlparse(uri)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ArtifactStoreError(f"not a local file:// URI: {uri!r}")
+        if parsed.query or parsed.fragment or parsed.params:
+            raise ArtifactStoreError(f"file URI must not carry a query or fragment: {uri!r}")
+        raw = unquote(parsed.path)
+        if not raw.startswith("/") or "\x00" in raw:
+            raise ArtifactStoreError(f"not an absolute file URI: {uri!r}")
+        resolved = Path(raw).resolve()
+        if resolved == self._root or not resolved.is_relative_to(self._root):
+            raise ArtifactStoreError(f"URI outside the artifact store {self._root}: {uri!r}")
+        return resolved
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The bytes behind a store URI.
+
+        Raises:
+            ArtifactStoreError: The URI is outside the store.
+            FileNotFoundError: No such blob.
+        """
+        return self.path(uri).read_bytes()
+
+    def sha256_of(self, uri: str) -> str:
+        """Hex sha256 of the blob behind `uri`.
+
+        Blobs written by `put_bytes` are named by their hash, so that name is trusted (only this
+        class writes under `blobs/`); any other file in the store is hashed.
+
+        Raises:
+            ArtifactStoreError: The URI is outside the store.
+            FileNotFoundError: No such file.
+        """
+        path = self.path(uri)
+        match = _BLOB_NAME_RE.match(path.name)
+        blobs = self._root / "blobs"
+        if match and path.parent.parent == blobs and path.parent.name == match.group(1)[:2]:
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            return match.group(1)
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    # --- records --------------------------------------------------------------------------------
+
+    def put_record(self, namespace: str, key: str, model: BaseModel) -> None:
+        """Store `model` as the record of (`namespace`, `key`), replacing any previous one.
+
+        Args:
+            namespace: A short identifier (letters, digits, `_`, `-`), e.g. "generate".
+            key: Any string (URL, assignment id, ...); only its sha256 reaches the file system.
+            model: The pydantic model to store as JSON.
+
+        Raises:
+            ArtifactStoreError: Invalid namespace.
+        """
+        payload = {"key": key, "value": model.model_dump(mode="json")}
+        _atomic_write(self._record_path(namespace, key), json.dumps(payload).encode())
+
+    def get_record(self, namespace: str, key: str, model_type: type[M]) -> M | None:
+        """The record of (`namespace`, `key`) parsed as `model_type`, or None if there is none.
+
+        Raises:
+            ArtifactStoreError: Invalid namespace.
+            pydantic.ValidationError: The stored record does not fit `model_type`.
+        """
+        path = self._record_path(namespace, key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        payload = json.loads(raw)
+        return model_type.model_validate(payload["value"])
+
+    def _record_path(self, namespace: str, key: str) -> Path:
+        if not _NAMESPACE_RE.match(namespace):
+            raise ArtifactStoreError(f"invalid record namespace {namespace!r}")
+        name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._root / "records" / namespace / f"{name}.json"
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    """Write `data` to `target` via a temporary file in the same directory and `os.replace`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp_name).replace(target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

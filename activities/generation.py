@@ -1,0 +1,460 @@
+"""Miner-facing activities: regenerate a prompt on a pod, and download submitted artifacts.
+
+Owns the miner HTTP contract as the orchestrator uses it (REFERENCE.md "Miner HTTP API"): the
+multipart `POST {pod_url}/generate`, how generation time is measured, and how each way a miner
+can fail maps to an `ErrorType`. Owns the download of prompt images and submitted GLBs into the
+`ArtifactStore`. Does not own pods (activities/pods.py), rendering or scoring
+(activities/scoring.py), or the decision what a failure means for an audit (workflows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import httpx
+import trimesh
+from PIL import Image
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.artifacts import ArtifactStore
+from models.audit import (
+    ArtifactResult,
+    FetchArtifactInput,
+    GenerateInput,
+    GenerateResult,
+    ProviderName,
+)
+from models.errors import ErrorType
+from models.miner_api import GENERATE_PATH, PROMPT_IMAGE_FIELD, SEED_FIELD
+
+GLB_MAGIC = b"glTF"
+"""First four bytes of every binary glTF file."""
+
+PROMPT_MAX_BYTES = 64 * 1024 * 1024
+"""Largest prompt image we download; real prompts are a few MB at most."""
+
+ERROR_BODY_MAX_CHARS = 500
+"""How much of an error response body goes into an error message."""
+
+HEARTBEAT_INTERVAL_SECONDS = 2.0
+"""Heartbeat period while waiting on the network; keep well under the heartbeat_timeout."""
+
+CONNECT_TIMEOUT_SECONDS = 30.0
+"""TCP/TLS connect limit for miner calls; a pod that cannot be reached in this time is dead."""
+
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+"""Per-phase (connect/read/write) limit for prompt and submission downloads."""
+
+_RETRY_LATER_STATUSES = frozenset({408, 425, 429})
+_RECORD_GENERATE = "generate"
+_RECORD_PROMPT = "prompt"
+_RECORD_FETCH = "fetch"
+
+
+class _HttpStatusError(Exception):
+    """A download answered with an error status (internal; mapped to an ApplicationError)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class _TooLargeError(Exception):
+    """A body exceeded its byte cap (internal; mapped to an ApplicationError)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than {limit} bytes")
+        self.limit = limit
+
+
+class GenerationActivities:
+    """Activities that talk to miners and to the CDN: `generate` and `fetch_artifact`.
+
+    Owns: an injected `httpx.AsyncClient` (not closed here: the worker owns its lifetime), the
+    artifact store it writes to, and per-provider auth headers for miner calls (secrets arrive
+    through the constructor, never through workflow inputs). Does not own pods or retries: every
+    permanent failure is a non-retryable `ApplicationError` whose type the workflow decides on.
+    """
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        http: httpx.AsyncClient,
+        auth_headers: Mapping[ProviderName, Mapping[str, str]] | None = None,
+        *,
+        file_roots: Sequence[Path] = (),
+        heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS,
+    ) -> None:
+        """Bind the activities to their dependencies.
+
+        Args:
+            store: Where GLBs, prompt images and idempotency records go.
+            http: Shared client for miner calls and downloads.
+            auth_headers: Headers for miner calls per provider (e.g. a Verda bearer token).
+            file_roots: Directories from which `fetch_artifact` may read `file://` URLs (besides
+                the store itself); for local demos and tests.
+            heartbeat_interval: Seconds between heartbeats while waiting on the network.
+        """
+        self._store = store
+        self._http = http
+        self._auth_headers = {name: dict(h) for name, h in (auth_headers or {}).items()}
+        self._file_roots = [store.root, *(root.expanduser().resolve() for root in file_roots)]
+        self._heartbeat_interval = heartbeat_interval
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """The bound activity methods, for `Worker(activities=...)`."""
+        return [self.generate, self.fetch_artifact]
+
+    @activity.defn(name="generate")
+    async def generate(self, input: GenerateInput) -> GenerateResult:
+        """Call the miner's `/generate` once for a prompt and store the returned GLB.
+
+        Idempotent by (`audit_id`, `assignment_id`): a finished call is recorded, and a rerun
+        (Temporal re-runs an activity whose worker died before reporting) returns the record
+        without calling the miner again. The prompt image is downloaded once per (round, URL).
+
+        Generation time runs from sending the request to receiving the response headers. The
+        activity heartbeats while it waits, so cancellation reaches it.
+
+        Raises:
+            ApplicationError: Non-retryable, by type:
+                PROMPT_UNAVAILABLE: the prompt URL answers 4xx, is too large, or is not an image.
+                MINER_TIMEOUT: the whole call took longer than `input.timeout`.
+                MINER_FAILED: HTTP error status, or the pod is unreachable (refused, reset, ...).
+                MINER_BAD_OUTPUT: empty body, over `input.max_bytes`, not a loadable GLB.
+                Retryable (no type): the prompt server is down or answers 5xx/429.
+        """
+        key = json.dumps([input.audit_id, input.assignment_id])
+        done = await asyncio.to_thread(
+            self._store.get_record, _RECORD_GENERATE, key, GenerateResult
+        )
+        if done is not None:
+            activity.logger.info("generate %s already done, not calling the miner", key)
+            return done
+
+        # Heartbeat through all of it: a large GLB takes a while to validate and store too.
+        async with _heartbeating(self._heartbeat_interval):
+            prompt = await self._prompt_image(input.round, input.prompt_url)
+            body, generation_time = await self._call_miner(input, prompt)
+            await asyncio.to_thread(_validate_glb, body)
+            uri = await asyncio.to_thread(self._store.put_bytes, body, ".glb")
+            result = GenerateResult(glb_uri=uri, size=len(body), generation_time=generation_time)
+            await asyncio.to_thread(self._store.put_record, _RECORD_GENERATE, key, result)
+        activity.logger.info(
+            "generated %s: %d bytes in %.2fs", key, result.size, result.generation_time
+        )
+        return result
+
+    @activity.defn(name="fetch_artifact")
+    async def fetch_artifact(self, input: FetchArtifactInput) -> ArtifactResult:
+        """Download a URL (a miner's submitted GLB) into the artifact store, once per URL.
+
+        Idempotent: the result is recorded by URL, and later calls return the record. `http(s)`
+        URLs are downloaded; `file://` URLs are read only from the store or the configured
+        `file_roots`.
+
+        Raises:
+            ApplicationError: Non-retryable SUBMISSION_UNAVAILABLE for 4xx (not 408/425/429), a
+                missing file or a body over `input.max_bytes`; non-retryable INVALID_INPUT for
+                an unsupported URL; retryable (no type) for network errors and 5xx/429.
+        """
+        cached = await asyncio.to_thread(self._fetched, input.url)
+        if cached is not None:
+            return cached
+
+        scheme = urlparse(input.url).scheme
+        if scheme in ("http", "https"):
+            data = await self._download_submission(input.url, input.max_bytes)
+        elif scheme == "file":
+            data = await asyncio.to_thread(self._read_local, input.url, input.max_bytes)
+        else:
+            raise ApplicationError(
+                f"unsupported artifact URL {input.url!r}",
+                type=ErrorType.INVALID_INPUT,
+                non_retryable=True,
+            )
+        uri = await asyncio.to_thread(self._store.put_bytes, data, _url_suffix(input.url))
+        result = ArtifactResult(uri=uri, size=len(data))
+        await asyncio.to_thread(self._store.put_record, _RECORD_FETCH, input.url, result)
+        return result
+
+    # --- miner call -----------------------------------------------------------------------------
+
+    async def _call_miner(self, input: GenerateInput, prompt: bytes) -> tuple[bytes, float]:
+        """POST the prompt to the pod; returns (GLB bytes, seconds until response headers)."""
+        url = input.pod_url.rstrip("/") + GENERATE_PATH
+        timeout_s = input.timeout.total_seconds()
+        filename = f"{_prompt_stem(input.prompt_url)}.png"
+        files = {PROMPT_IMAGE_FIELD: (filename, prompt, "image/png")}
+        data = {SEED_FIELD: str(input.seed)}
+        headers = self._auth_headers.get(input.provider, {})
+        # The overall deadline is asyncio's; httpx only bounds the connect phase, so a slow
+        # miner surfaces as MINER_TIMEOUT and an unreachable one as MINER_FAILED.
+        http_timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, timeout_s))
+        try:
+            async with asyncio.timeout(timeout_s):
+                started = time.monotonic()
+                async with self._http.stream(
+                    "POST", url, files=files, data=data, headers=headers, timeout=http_timeout
+                ) as response:
+                    generation_time = time.monotonic() - started
+                    if response.status_code >= 400:
+                        body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
+                        raise ApplicationError(
+                            f"miner returned HTTP {response.status_code}: {body}",
+                            type=ErrorType.MINER_FAILED,
+                            non_retryable=True,
+                        )
+                    try:
+                        glb = await _read_capped(response, input.max_bytes)
+                    except _TooLargeError as exc:
+                        raise ApplicationError(
+                            f"response larger than {exc.limit} bytes",
+                            type=ErrorType.MINER_BAD_OUTPUT,
+                            non_retryable=True,
+                        ) from exc
+        except TimeoutError as exc:
+            raise ApplicationError(
+                f"generation exceeded {timeout_s:g}s",
+                type=ErrorType.MINER_TIMEOUT,
+                non_retryable=True,
+            ) from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
+            raise ApplicationError(
+                f"pod unreachable: {type(exc).__name__}: {exc}",
+                type=ErrorType.MINER_FAILED,
+                non_retryable=True,
+            ) from exc
+        return glb, generation_time
+
+    # --- downloads ------------------------------------------------------------------------------
+
+    async def _prompt_image(self, round_number: int, url: str) -> bytes:
+        """The prompt image bytes, downloaded once per (round, URL) and cached in the store."""
+        key = json.dumps([round_number, url])
+        cached = await asyncio.to_thread(
+            self._store.get_record, _RECORD_PROMPT, key, ArtifactResult
+        )
+        if cached is not None:
+            return await asyncio.to_thread(self._store.read_bytes, cached.uri)
+
+        try:
+            data = await self._download(url, PROMPT_MAX_BYTES)
+        except _HttpStatusError as exc:
+            if _is_permanent_status(exc.status):
+                raise ApplicationError(
+                    f"prompt {url} unavailable: HTTP {exc.status}",
+                    type=ErrorType.PROMPT_UNAVAILABLE,
+                    non_retryable=True,
+                ) from exc
+            raise ApplicationError(f"prompt {url}: HTTP {exc.status}, will retry") from exc
+        except _TooLargeError as exc:
+            raise ApplicationError(
+                f"prompt {url} is larger than {exc.limit} bytes",
+                type=ErrorType.PROMPT_UNAVAILABLE,
+                non_retryable=True,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApplicationError(
+                f"prompt {url}: {type(exc).__name__}: {exc}, will retry"
+            ) from exc
+
+        if not await asyncio.to_thread(_is_image, data):
+            raise ApplicationError(
+                f"prompt {url} is not an image",
+                type=ErrorType.PROMPT_UNAVAILABLE,
+                non_retryable=True,
+            )
+        uri = await asyncio.to_thread(self._store.put_bytes, data, ".png")
+        record = ArtifactResult(uri=uri, size=len(data))
+        await asyncio.to_thread(self._store.put_record, _RECORD_PROMPT, key, record)
+        return data
+
+    async def _download_submission(self, url: str, max_bytes: int) -> bytes:
+        """GET a submitted artifact, mapping failures to SUBMISSION_UNAVAILABLE or retryable."""
+        try:
+            async with _heartbeating(self._heartbeat_interval):
+                return await self._download(url, max_bytes)
+        except _HttpStatusError as exc:
+            if _is_permanent_status(exc.status):
+                raise ApplicationError(
+                    f"submission {url} unavailable: HTTP {exc.status}",
+                    type=ErrorType.SUBMISSION_UNAVAILABLE,
+                    non_retryable=True,
+                ) from exc
+            raise ApplicationError(f"submission {url}: HTTP {exc.status}, will retry") from exc
+        except _TooLargeError as exc:
+            raise ApplicationError(
+                f"submission {url} is larger than {exc.limit} bytes",
+                type=ErrorType.SUBMISSION_UNAVAILABLE,
+                non_retryable=True,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApplicationError(
+                f"submission {url}: {type(exc).__name__}: {exc}, will retry"
+            ) from exc
+
+    async def _download(self, url: str, max_bytes: int) -> bytes:
+        """GET `url` (following redirects) with a byte cap.
+
+        Raises:
+            _HttpStatusError: Status >= 400.
+            _TooLargeError: Body over `max_bytes`.
+            httpx.TransportError: Network failure.
+        """
+        async with self._http.stream(
+            "GET", url, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT_SECONDS
+        ) as response:
+            if response.status_code >= 400:
+                body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
+                raise _HttpStatusError(response.status_code, body)
+            return await _read_capped(response, max_bytes)
+
+    def _fetched(self, url: str) -> ArtifactResult | None:
+        """The recorded download of `url` if its blob is still in the store (sync)."""
+        cached = self._store.get_record(_RECORD_FETCH, url, ArtifactResult)
+        if cached is None or not self._store.path(cached.uri).is_file():
+            return None
+        return cached
+
+    def _read_local(self, url: str, max_bytes: int) -> bytes:
+        """Read a `file://` URL that lies inside the store or an allowed root (sync)."""
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise ApplicationError(
+                f"unsupported artifact URL {url!r}",
+                type=ErrorType.INVALID_INPUT,
+                non_retryable=True,
+            )
+        path = Path(unquote(parsed.path)).resolve()
+        if not any(path.is_relative_to(root) for root in self._file_roots):
+            raise ApplicationError(
+                f"file URL outside the allowed roots: {url!r}",
+                type=ErrorType.INVALID_INPUT,
+                non_retryable=True,
+            )
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ApplicationError(
+                    f"submission {url} is larger than {max_bytes} bytes",
+                    type=ErrorType.SUBMISSION_UNAVAILABLE,
+                    non_retryable=True,
+                )
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ApplicationError(
+                f"submission {url} unavailable: no such file",
+                type=ErrorType.SUBMISSION_UNAVAILABLE,
+                non_retryable=True,
+            ) from exc
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(interval: float) -> AsyncIterator[None]:
+    """Heartbeat every `interval` seconds while the body runs (cancellation arrives this way)."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # asyncio.wait neither raises the task's CancelledError nor swallows our own.
+        await asyncio.wait({task})
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The whole body, or `_TooLargeError` as soon as it exceeds `max_bytes` (stops reading)."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _TooLargeError(max_bytes)
+    buffer = bytearray()
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            raise _TooLargeError(max_bytes)
+    return bytes(buffer)
+
+
+async def _read_prefix(response: httpx.Response, max_chars: int) -> str:
+    """The start of an (error) body as text, truncated to `max_chars`; the rest is not read."""
+    buffer = bytearray()
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        if len(buffer) > max_chars:
+            break
+    text = bytes(buffer).decode("utf-8", errors="replace")
+    return text if len(text) <= max_chars else text[:max_chars] + "..."
+
+
+def _is_permanent_status(status: int) -> bool:
+    """4xx means the resource is not there for us; 5xx and throttling may pass."""
+    return 400 <= status < 500 and status not in _RETRY_LATER_STATUSES
+
+
+def _is_image(data: bytes) -> bool:
+    """Whether PIL can open and verify `data` as an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    # PIL raises many exception types (OSError, SyntaxError, ValueError, struct.error, ...) for
+    # corrupt input; all of them mean "not an image" here.
+    except Exception:
+        return False
+    return True
+
+
+def _validate_glb(data: bytes) -> None:
+    """Raise non-retryable MINER_BAD_OUTPUT unless `data` is a GLB with geometry (sync, CPU)."""
+    if not data:
+        raise ApplicationError(
+            "miner returned an empty body", type=ErrorType.MINER_BAD_OUTPUT, non_retryable=True
+        )
+    if not data.startswith(GLB_MAGIC):
+        raise ApplicationError(
+            f"response is not a GLB (starts with {data[:8]!r})",
+            type=ErrorType.MINER_BAD_OUTPUT,
+            non_retryable=True,
+        )
+    try:
+        scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
+    # trimesh raises many exception types for malformed files; any of them means bad output.
+    except Exception as exc:
+        raise ApplicationError(
+            f"GLB cannot be loaded: {type(exc).__name__}: {exc}",
+            type=ErrorType.MINER_BAD_OUTPUT,
+            non_retryable=True,
+        ) from exc
+    if not isinstance(scene, trimesh.Scene) or not scene.geometry:
+        raise ApplicationError(
+            "GLB has no geometry", type=ErrorType.MINER_BAD_OUTPUT, non_retryable=True
+        )
+
+
+def _prompt_stem(url: str) -> str:
+    """The prompt's stem: the URL's file name without extension (REFERENCE.md)."""
+    return PurePosixPath(unquote(urlparse(url).path)).stem or "prompt"
+
+
+def _url_suffix(url: str) -> str:
+    """A safe blob suffix from the URL's file name (".glb"), or "" if it has none usable."""
+    suffix = PurePosixPath(unquote(urlparse(url).path)).suffix.lower()
+    return suffix if 1 < len(suffix) <= 17 and suffix[1:].isalnum() and suffix.isascii() else ""

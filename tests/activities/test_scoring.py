@@ -1,0 +1,249 @@
+"""ScoringActivities: real pyrender previews (EGL) and a tiny random DINOv3 model from disk."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.artifacts import ArtifactStore
+from activities.scoring import (
+    CAMERA_AZIMUTHS_DEGREES,
+    GRID_GAP,
+    GRID_SIZE,
+    VIEW_SIZE,
+    DinoEmbedder,
+    PreviewRenderer,
+    ScoringActivities,
+    camera_pose,
+    load_normalized_mesh,
+)
+from models.audit import RenderPreviewInput, ScoreDistanceInput
+from models.errors import ErrorType
+from tests.tiny_dinov3 import build_tiny_dinov3
+
+WHITE = (255, 255, 255)
+
+
+def box_glb() -> bytes:
+    mesh = trimesh.creation.box(extents=(1.0, 0.6, 0.4))
+    mesh.visual.face_colors = [200, 40, 40, 255]
+    data: bytes = mesh.export(file_type="glb")
+    return data
+
+
+def torus_glb() -> bytes:
+    mesh = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3)
+    mesh.visual.face_colors = [40, 90, 220, 255]
+    data: bytes = mesh.export(file_type="glb")
+    return data
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_dinov3(tmp_path_factory.mktemp("tiny-dinov3"))
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Iterator[PreviewRenderer]:
+    shared = PreviewRenderer()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "artifacts")
+
+
+@pytest.fixture
+def scoring(store: ArtifactStore, model_dir: Path, renderer: PreviewRenderer) -> ScoringActivities:
+    return ScoringActivities(store, str(model_dir), "cpu", renderer=renderer)
+
+
+class ExplodingRenderer(PreviewRenderer):
+    """A renderer that must not be used (proves a cache hit)."""
+
+    async def render(self, mesh: trimesh.Trimesh) -> bytes:
+        raise AssertionError("rendered although the preview was cached")
+
+
+async def render(scoring: ScoringActivities, glb_uri: str) -> str:
+    result = await ActivityEnvironment().run(
+        scoring.render_preview, RenderPreviewInput(glb_uri=glb_uri)
+    )
+    return result.uri
+
+
+async def distance(scoring: ScoringActivities, a: str, b: str) -> float:
+    result = await ActivityEnvironment().run(
+        scoring.score_distance, ScoreDistanceInput(png_a_uri=a, png_b_uri=b)
+    )
+    return result.distance
+
+
+def test_camera_pose_looks_at_the_origin_from_below() -> None:
+    """Camera at radius 2, 15 deg below the horizon, its -z axis pointing at the origin."""
+    pose = camera_pose(24.0, -15.0, 2.0)
+    eye = pose[:3, 3]
+    assert np.linalg.norm(eye) == pytest.approx(2.0)
+    assert eye[1] == pytest.approx(2.0 * np.sin(np.radians(-15.0)))
+    forward = -pose[:3, 2]
+    assert np.allclose(forward, -eye / 2.0)
+    assert np.allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3))
+
+
+def test_load_normalized_mesh_fits_the_unit_cube() -> None:
+    """The mesh is centred at the origin and its largest extent is 1."""
+    mesh = load_normalized_mesh(torus_glb())
+    lower, upper = mesh.bounds
+    assert np.allclose((lower + upper) / 2.0, 0.0, atol=1e-6)
+    assert float(np.max(upper - lower)) == pytest.approx(1.0)
+
+
+async def test_render_preview_is_a_2x2_grid(
+    scoring: ScoringActivities, store: ArtifactStore
+) -> None:
+    """A box renders to a 1041x1041 RGB PNG: white corners and gaps, the mesh in each view."""
+    png_uri = await render(scoring, store.put_bytes(box_glb(), ".glb"))
+
+    assert png_uri.endswith(".png")
+    image = Image.open(io.BytesIO(store.read_bytes(png_uri)))
+    assert image.format == "PNG"
+    assert image.mode == "RGB"
+    assert image.size == (GRID_SIZE, GRID_SIZE) == (1041, 1041)
+    for corner in [(0, 0), (GRID_SIZE - 1, 0), (0, GRID_SIZE - 1), (GRID_SIZE - 1, GRID_SIZE - 1)]:
+        assert image.getpixel(corner) == WHITE
+    pixels = np.asarray(image)
+    gap = slice(VIEW_SIZE, VIEW_SIZE + GRID_GAP)
+    assert (pixels[:, gap] == 255).all()
+    assert (pixels[gap, :] == 255).all()
+    for index in range(len(CAMERA_AZIMUTHS_DEGREES)):
+        row, column = divmod(index, 2)
+        top = row * (VIEW_SIZE + GRID_GAP)
+        left = column * (VIEW_SIZE + GRID_GAP)
+        centre = pixels[top + 239 : top + 279, left + 239 : left + 279].reshape(-1, 3)
+        assert (centre != 255).any(axis=1).all(), f"view {index} has white at its centre"
+        red, green, blue = centre.mean(axis=0)
+        assert red > green + 30 and red > blue + 30, "the box's red colour is lost"
+
+
+async def test_rendering_is_deterministic(renderer: PreviewRenderer) -> None:
+    """The same GLB renders to the same PNG bytes every time."""
+    mesh = load_normalized_mesh(box_glb())
+    first = await renderer.render(mesh)
+    second = await renderer.render(load_normalized_mesh(box_glb()))
+    assert first == second
+
+
+async def test_render_preview_cache_hit(
+    scoring: ScoringActivities, store: ArtifactStore, model_dir: Path
+) -> None:
+    """A second render of the same GLB bytes returns the recorded preview without rendering."""
+    glb_uri = store.put_bytes(box_glb(), ".glb")
+    first = await render(scoring, glb_uri)
+
+    no_render = ScoringActivities(store, str(model_dir), "cpu", renderer=ExplodingRenderer())
+    try:
+        assert await render(no_render, glb_uri) == first
+    finally:
+        no_render.close()
+
+
+async def test_bad_glbs_are_render_failed(scoring: ScoringActivities, store: ArtifactStore) -> None:
+    """Unloadable bytes, point clouds and missing blobs -> non-retryable RENDER_FAILED."""
+    point_cloud = trimesh.Scene(trimesh.PointCloud([[0, 0, 0], [1, 1, 1]])).export(file_type="glb")
+    missing = (store.root / "blobs" / "ab" / ("ab" * 32 + ".glb")).as_uri()
+    for uri in [
+        store.put_bytes(b"glTF\x02\x00\x00\x00" + b"\xff" * 64, ".glb"),
+        store.put_bytes(b"not a glb at all", ".glb"),
+        store.put_bytes(point_cloud, ".glb"),
+        missing,
+    ]:
+        with pytest.raises(ApplicationError) as info:
+            await render(scoring, uri)
+        assert info.value.type == ErrorType.RENDER_FAILED
+        assert info.value.non_retryable
+        assert uri in info.value.message
+
+
+async def test_uri_outside_the_store_is_invalid_input(
+    scoring: ScoringActivities, tmp_path: Path
+) -> None:
+    """A GLB URI outside the artifact store is refused, not read."""
+    outside = tmp_path / "outside.glb"
+    outside.write_bytes(box_glb())
+    with pytest.raises(ApplicationError) as info:
+        await render(scoring, outside.as_uri())
+    assert info.value.type == ErrorType.INVALID_INPUT
+    assert info.value.non_retryable
+
+
+async def test_distance_identical_is_zero_and_different_is_larger(
+    scoring: ScoringActivities, store: ArtifactStore
+) -> None:
+    """distance(identical previews) ~ 0 < distance(box vs blue torus)."""
+    box_png = await render(scoring, store.put_bytes(box_glb(), ".glb"))
+    torus_png = await render(scoring, store.put_bytes(torus_glb(), ".glb"))
+
+    same = await distance(scoring, box_png, box_png)
+    different = await distance(scoring, box_png, torus_png)
+
+    assert 0.0 <= same < 1e-5
+    assert different > same + 1e-4
+    assert different <= 2.0
+    assert await distance(scoring, torus_png, box_png) == pytest.approx(different, abs=1e-9)
+
+
+async def test_embeddings_are_cached_by_content(model_dir: Path, store: ArtifactStore) -> None:
+    """Once embedded, a PNG is not read (or embedded) again."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, format="PNG")
+    uri = store.put_bytes(buffer.getvalue(), ".png")
+    sha = store.sha256_of(uri)
+    embedder = DinoEmbedder(str(model_dir), "cpu")
+
+    first = embedder.embed({sha: uri}, store.read_bytes)
+
+    def must_not_read(_: str) -> bytes:
+        raise AssertionError("read although cached")
+
+    second = embedder.embed({sha: uri}, must_not_read)
+    assert np.array_equal(first[sha], second[sha])
+    assert np.linalg.norm(first[sha]) == pytest.approx(1.0)
+
+
+async def test_not_a_png_is_render_failed(scoring: ScoringActivities, store: ArtifactStore) -> None:
+    """Scoring a file that is not an image fails permanently, naming the URI."""
+    bogus = store.put_bytes(b"definitely not a png", ".png")
+    with pytest.raises(ApplicationError) as info:
+        await distance(scoring, bogus, bogus)
+    assert info.value.type == ErrorType.RENDER_FAILED
+    assert bogus in info.value.message
+
+
+async def test_missing_model_names_dinov3_model(store: ArtifactStore, tmp_path: Path) -> None:
+    """A DINOV3_MODEL path with no model -> non-retryable error naming the variable."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), WHITE).save(buffer, format="PNG")
+    png = store.put_bytes(buffer.getvalue(), ".png")
+    missing = str(tmp_path / "no-model-here")
+    scoring = ScoringActivities(store, missing, "cpu", renderer=ExplodingRenderer())
+    try:
+        with pytest.raises(ApplicationError) as info:
+            await distance(scoring, png, png)
+        assert info.value.type == ErrorType.SCORING_MODEL_UNAVAILABLE
+        assert info.value.non_retryable
+        assert "DINOV3_MODEL" in info.value.message
+        assert missing in info.value.message
+        with pytest.raises(ApplicationError):
+            await scoring.warm_up()
+    finally:
+        scoring.close()
