@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both install what is missing first.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint format server
+
+## install: system libraries (if missing), .venv, torch (CPU), the project with dev extras
+install:
+	bash scripts/install.sh
+
+## demo: the whole system on this machine (embedded Temporal, local provider, reference miner)
+demo: install
+	$(PYTHON) -m demo
+
+## test: the full suite (starts its own Temporal dev servers)
+test: install
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+## lint: ruff, ruff format --check, mypy (strict)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+## format: apply ruff fixes and formatting
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## server: the embedded Temporal dev server in the foreground (Web UI http://localhost:8233)
+server: install
+	$(PYTHON) starter.py server
