@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -79,7 +81,7 @@ class FakeWorld:
     swept: list[str] = field(default_factory=list)
     writes: list[WriteFilesInput] = field(default_factory=list)
 
-    def activities(self) -> list[object]:
+    def activities(self) -> list[Callable[..., Any]]:
         world = self
 
         @activity.defn(name="load_audit_policy")
@@ -90,7 +92,9 @@ class FakeWorld:
         async def read_round_files(input: ReadRoundFilesInput) -> RoundFiles:
             if input.hotkey != world.files.hotkey:
                 raise ApplicationError(
-                    f"unknown hotkey {input.hotkey}", type=ErrorType.UNKNOWN_HOTKEY, non_retryable=True
+                    f"unknown hotkey {input.hotkey}",
+                    type=ErrorType.UNKNOWN_HOTKEY,
+                    non_retryable=True,
                 )
             return world.files
 

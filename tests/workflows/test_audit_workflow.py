@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
@@ -12,11 +13,11 @@ from models.competition import AuditOutcome, BuildStatus
 from tests.workflows.fakes import FakeWorld, round_files
 from workflows import WORKFLOWS
 
-import pytest
-
 
 def policy(**overrides: object) -> AuditPolicy:
-    base = AuditPolicy(gpu_providers=[ProviderName.LOCAL], pod_min_samples=4, pod_failure_threshold=3)
+    base = AuditPolicy(
+        gpu_providers=[ProviderName.LOCAL], pod_min_samples=4, pod_failure_threshold=3
+    )
     return base.model_copy(update=overrides)
 
 
@@ -25,13 +26,14 @@ async def run_audit(client: Client, world: FakeWorld, hotkey: str | None = None)
     pol = world.policy.model_copy(update={"gpu_task_queue": queue})
     world.policy = pol
     async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=world.activities()):
-        return await client.execute_workflow(
+        result: AuditResult = await client.execute_workflow(
             "AuditWorkflow",
             AuditInput(round=1, hotkey=hotkey or world.files.hotkey, policy=pol),
             id=f"audit-1-{uuid.uuid4()}",
             task_queue=queue,
             result_type=AuditResult,
         )
+        return result
 
 
 async def test_honest_miner_passes_with_each_prompt_generated_once(client: Client) -> None:
@@ -88,7 +90,10 @@ async def test_build_failure_rejects_without_pods(client: Client) -> None:
 
 async def test_no_healthy_pod_rejects_with_deploy_failure(client: Client) -> None:
     """When no pod ever becomes healthy the verdict is the deploy failure."""
-    world = FakeWorld(files=round_files(3), policy=policy(pods_per_miner=1, initial_pod_count=1, max_pod_attempts=2))
+    world = FakeWorld(
+        files=round_files(3),
+        policy=policy(pods_per_miner=1, initial_pod_count=1, max_pod_attempts=2),
+    )
     world.bad_pods = {"miner-01-5fake-0-0", "miner-01-5fake-0-1"}
     result = await run_audit(client, world)
     assert result.audit.reason == "Failed to deploy a docker image"
