@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from temporalio.client import Client
 from demo.competition import DemoMiner, publish_round
 from demo.static_server import StaticServer
 from demo.tiny_model import build_tiny_dinov3
-from models.audit import AuditPolicy, AuditResult, ProviderName
+from models.audit import AuditPolicy, AuditResult
 from models.settings import Settings
 from providers.local import LocalProvider
 from starter import start_audit
@@ -42,29 +42,39 @@ class World:
     call_log: Path
 
     def publish(self, round_number: int, miners: list[DemoMiner], n_prompts: int) -> list[str]:
-        return publish_round(self.bare, self.root / "www", self.www.base_url, round_number, miners, n_prompts)
+        return publish_round(
+            self.bare, self.root / "www", self.www.base_url, round_number, miners, n_prompts
+        )
 
     def policy(self, **overrides: object) -> AuditPolicy:
-        base = self.settings.audit_policy().model_copy(update={"gpu_task_queue": self.gpu_task_queue})
+        base = self.settings.audit_policy().model_copy(
+            update={"gpu_task_queue": self.gpu_task_queue}
+        )
         return base.model_copy(update=overrides)
 
     def generate_calls(self) -> list[dict[str, object]]:
         if not self.call_log.exists():
             return []
-        lines = [json.loads(line) for line in self.call_log.read_text().splitlines() if line.strip()]
+        lines = [
+            json.loads(line) for line in self.call_log.read_text().splitlines() if line.strip()
+        ]
         return [line for line in lines if line.get("status") == "received"]
 
     def read_json(self, path: str) -> object:
         repo = git.Repo(self.bare)
         return json.loads(repo.git.show(f"main:{path}"))
 
-    async def audit(self, client: Client, round_number: int, hotkey: str, policy: AuditPolicy) -> AuditResult:
-        handle = await start_audit(client, round_number, hotkey, task_queue=self.task_queue, policy=policy)
+    async def audit(
+        self, client: Client, round_number: int, hotkey: str, policy: AuditPolicy
+    ) -> AuditResult:
+        handle = await start_audit(
+            client, round_number, hotkey, task_queue=self.task_queue, policy=policy
+        )
         return await handle.result()
 
 
-@pytest.fixture
-def world(tmp_path: Path, tiny_model_dir: Path) -> Iterator[World]:
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
     root = tmp_path
     call_log = root / "calls.jsonl"
     with StaticServer(root / "www") as www:
@@ -96,10 +106,7 @@ def world(tmp_path: Path, tiny_model_dir: Path) -> Iterator[World]:
         try:
             yield w
         finally:
-            import asyncio
-
-            provider = LocalProvider(root / "pods")
-            asyncio.run(provider.delete_all()) if hasattr(provider, "delete_all") else None
+            await LocalProvider(root / "pods").delete_all()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -110,13 +117,6 @@ async def workers(client: Client, world: World) -> AsyncIterator[None]:
         yield
 
 
-def local_pods(world: World) -> list[str]:
+async def registered_pods(world: World) -> list[str]:
     """Names of local pods still registered (alive or not)."""
-    registry = world.root / "pods"
-    provider = LocalProvider(registry)
-    import asyncio
-
-    return [c.name for c in asyncio.run(provider.list(""))]
-
-
-PROVIDER = ProviderName.LOCAL
+    return [c.name for c in await LocalProvider(world.root / "pods").list("")]

@@ -14,10 +14,14 @@ pytestmark = pytest.mark.e2e
 N = 6
 
 
-async def test_honest_miner_passes_each_prompt_generated_once(client: Client, world: World, workers: None) -> None:
+async def test_honest_miner_passes_each_prompt_generated_once(
+    client: Client, world: World, workers: None
+) -> None:
     """An honest miner passes; every prompt is generated exactly once; every pod is gone;
     the repo's files match the workflow result."""
-    miner = DemoMiner(hotkey="5HonestE2E", label="honest", image="local/reference-miner?delay=0.05", critical=2)
+    miner = DemoMiner(
+        hotkey="5HonestE2E", label="honest", image="local/reference-miner?delay=0.05", critical=2
+    )
     stems = world.publish(1, [miner], N)
     result = await world.audit(client, 1, miner.hotkey, world.policy())
 
@@ -41,11 +45,16 @@ async def test_honest_miner_passes_each_prompt_generated_once(client: Client, wo
     assert all(s["termination_reason"] for s in pod_stats.values())
 
 
-async def test_non_reproducing_miner_rejected_with_exact_counts(client: Client, world: World, workers: None) -> None:
+async def test_non_reproducing_miner_rejected_with_exact_counts(
+    client: Client, world: World, workers: None
+) -> None:
     """A miner whose image does not reproduce its submission mismatches every prompt;
     critical mismatches are counted separately."""
     miner = DemoMiner(
-        hotkey="5CopycatE2E", label="copycat", image="local/reference-miner?delay=0.05&variant=1", critical=2
+        hotkey="5CopycatE2E",
+        label="copycat",
+        image="local/reference-miner?delay=0.05&variant=1",
+        critical=2,
     )
     world.publish(1, [miner], N)
     policy = world.policy(stop_early=False, pod_failure_threshold=100)
@@ -60,11 +69,15 @@ async def test_non_reproducing_miner_rejected_with_exact_counts(client: Client, 
     assert await registered_pods(world) == []
 
 
-async def test_too_slow_miner_rejected_on_trimmed_median(client: Client, world: World, workers: None) -> None:
+async def test_too_slow_miner_rejected_on_trimmed_median(
+    client: Client, world: World, workers: None
+) -> None:
     """A miner slower than the median limit is rejected with the exact reason."""
     miner = DemoMiner(hotkey="5SlowE2E", label="slow", image="local/reference-miner?delay=0.6")
     world.publish(1, [miner], 4)
-    result = await world.audit(client, 1, miner.hotkey, world.policy(median_limit_seconds=0.5, trim_count=1))
+    result = await world.audit(
+        client, 1, miner.hotkey, world.policy(median_limit_seconds=0.5, trim_count=1)
+    )
 
     assert result.audit.outcome is AuditOutcome.REJECTED
     assert result.audit.generation_time is not None and result.audit.generation_time > 0.5
