@@ -147,8 +147,8 @@ async def run_audit_command(settings: Settings, round_number: int, hotkey: str, 
     if server is not None:
         print(f"started the embedded Temporal server at {settings.temporal_address}")
     client = await connect(settings)
-    handle = await start_audit(client, round_number, hotkey)
-    print(f"audit {handle.id} on task queue {TASK_QUEUE}")
+    handle = await start_audit(client, round_number, hotkey, task_queue=settings.task_queue)
+    print(f"audit {handle.id} on task queue {settings.task_queue}")
     print(f"history: {history_url(settings.temporal_namespace, handle.id)}")
     if not wait:
         return 0

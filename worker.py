@@ -48,13 +48,16 @@ async def running_workers(
     settings: Settings,
     queues: Sequence[str] = (TASK_QUEUE, GPU_TASK_QUEUE),
     *,
-    task_queue: str = TASK_QUEUE,
-    gpu_task_queue: str = GPU_TASK_QUEUE,
+    task_queue: str | None = None,
+    gpu_task_queue: str | None = None,
 ) -> AsyncIterator[list[Worker]]:
-    """Build and run the workers for `queues` (names as in `--queues`) until the block exits.
+    """Build and run the workers for `queues` (kinds as in `--queues`) until the block exits.
 
-    `task_queue` / `gpu_task_queue` rename the two queues (tests use unique names).
+    The queues' real names come from TASK_QUEUE / GPU_TASK_QUEUE, or from `task_queue` /
+    `gpu_task_queue` (tests use unique names).
     """
+    task_queue = task_queue or settings.task_queue
+    gpu_task_queue = gpu_task_queue or settings.gpu_task_queue
     store = ArtifactStore(settings.artifacts_dir)
     async with contextlib.AsyncExitStack() as stack:
         workers: list[Worker] = []
@@ -123,10 +126,10 @@ async def serve(settings: Settings, queues: Sequence[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_workers(client, settings, queues):
+    async with running_workers(client, settings, queues) as workers:
         logger.info(
             "worker running on %s at %s (namespace %s); Ctrl-C to stop",
-            ", ".join(queues),
+            ", ".join(w.task_queue for w in workers),
             settings.temporal_address,
             settings.temporal_namespace,
         )

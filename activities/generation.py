@@ -23,7 +23,7 @@ import httpx
 import trimesh
 from PIL import Image
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.artifacts import ArtifactStore
 from models.audit import (
@@ -35,6 +35,10 @@ from models.audit import (
 )
 from models.errors import ErrorType
 from models.miner_api import GENERATE_PATH, PROMPT_IMAGE_FIELD, SEED_FIELD
+
+# A miner failing is an audit outcome, not a fault of ours: BENIGN keeps it out of error logs
+# and metrics (the pod workflow records it as a failed prompt).
+BENIGN_MODEL_FAILURE = ApplicationErrorCategory.BENIGN
 
 GLB_MAGIC = b"glTF"
 """First four bytes of every binary glTF file."""
@@ -214,6 +218,7 @@ class GenerationActivities:
                             f"miner returned HTTP {response.status_code}: {body}",
                             type=ErrorType.MINER_FAILED,
                             non_retryable=True,
+                            category=BENIGN_MODEL_FAILURE,
                         )
                     try:
                         glb = await _read_capped(response, input.max_bytes)
@@ -222,18 +227,21 @@ class GenerationActivities:
                             f"response larger than {exc.limit} bytes",
                             type=ErrorType.MINER_BAD_OUTPUT,
                             non_retryable=True,
+                            category=BENIGN_MODEL_FAILURE,
                         ) from exc
         except TimeoutError as exc:
             raise ApplicationError(
                 f"generation exceeded {timeout_s:g}s",
                 type=ErrorType.MINER_TIMEOUT,
                 non_retryable=True,
+                category=BENIGN_MODEL_FAILURE,
             ) from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
             raise ApplicationError(
                 f"pod unreachable: {type(exc).__name__}: {exc}",
                 type=ErrorType.MINER_FAILED,
                 non_retryable=True,
+                category=BENIGN_MODEL_FAILURE,
             ) from exc
         return glb, generation_time
 
@@ -426,13 +434,17 @@ def _validate_glb(data: bytes) -> None:
     """Raise non-retryable MINER_BAD_OUTPUT unless `data` is a GLB with geometry (sync, CPU)."""
     if not data:
         raise ApplicationError(
-            "miner returned an empty body", type=ErrorType.MINER_BAD_OUTPUT, non_retryable=True
+            "miner returned an empty body",
+            type=ErrorType.MINER_BAD_OUTPUT,
+            non_retryable=True,
+            category=BENIGN_MODEL_FAILURE,
         )
     if not data.startswith(GLB_MAGIC):
         raise ApplicationError(
             f"response is not a GLB (starts with {data[:8]!r})",
             type=ErrorType.MINER_BAD_OUTPUT,
             non_retryable=True,
+            category=BENIGN_MODEL_FAILURE,
         )
     try:
         scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
@@ -442,10 +454,14 @@ def _validate_glb(data: bytes) -> None:
             f"GLB cannot be loaded: {type(exc).__name__}: {exc}",
             type=ErrorType.MINER_BAD_OUTPUT,
             non_retryable=True,
+            category=BENIGN_MODEL_FAILURE,
         ) from exc
     if not isinstance(scene, trimesh.Scene) or not scene.geometry:
         raise ApplicationError(
-            "GLB has no geometry", type=ErrorType.MINER_BAD_OUTPUT, non_retryable=True
+            "GLB has no geometry",
+            type=ErrorType.MINER_BAD_OUTPUT,
+            non_retryable=True,
+            category=BENIGN_MODEL_FAILURE,
         )
 
 

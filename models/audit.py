@@ -49,6 +49,7 @@ class AuditPolicy(_Frozen):
     pod_warmup_timeout_seconds: float = 3600.0
     max_glb_bytes: int = 256 * 1024 * 1024
     gpu_task_queue: str = Field(GPU_TASK_QUEUE, description="task queue of render/score workers")
+    stop_early: bool = Field(True, description="stop once mismatches make the verdict final")
 
 
 # --- workflows ----------------------------------------------------------------------------------

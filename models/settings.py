@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.audit import AuditPolicy, ProviderName
-from models.constants import DEFAULT_DINOV3_MODEL
+from models.constants import DEFAULT_DINOV3_MODEL, GPU_TASK_QUEUE, TASK_QUEUE
 
 
 class SettingsError(ValueError):
@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
     temporal_tls: bool = Field(False, alias="TEMPORAL_TLS")
     temporal_api_key: SecretStr | None = Field(None, alias="TEMPORAL_API_KEY")
+    task_queue: str = Field(TASK_QUEUE, min_length=1, alias="TASK_QUEUE")
+    gpu_task_queue: str = Field(GPU_TASK_QUEUE, min_length=1, alias="GPU_TASK_QUEUE")
 
     # Competition repo and local storage
     competition_repo: str | None = Field(None, alias="COMPETITION_REPO")
@@ -111,6 +113,7 @@ class Settings(BaseSettings):
             check_build_interval_seconds=self.check_build_interval_seconds,
             pod_warmup_timeout_seconds=self.pod_warmup_timeout_seconds,
             max_glb_bytes=self.max_glb_bytes,
+            gpu_task_queue=self.gpu_task_queue,
         )
 
 

@@ -241,7 +241,9 @@ class AuditWorkflow:
             return  # stale or duplicate: that attempt was already settled
         state.generations += 1
         queue.apply_result(prompt, event, state.policy.max_prompt_attempts)
-        if verdict.verdict_is_final(self._mismatch_counts(), state.policy):
+        if state.policy.stop_early and verdict.verdict_is_final(
+            self._mismatch_counts(), state.policy
+        ):
             state.early_exit = True
 
     async def _on_finished(self, state: AuditState, event: PodFinished) -> None:

@@ -1,0 +1,1 @@
+"""Reproducible measurements that print ratios (`python -m benchmarks.<name>`)."""
