@@ -187,6 +187,7 @@ class PromptResult(_Frozen):
     generation_time: float | None = None  # seconds
     distance: float | None = None
     error: str | None = None
+    error_type: str | None = Field(None, description="ErrorType of a failure, when known")
 
 
 class PodFinished(_Frozen):

@@ -65,6 +65,14 @@ def _failure(error: ActivityError) -> tuple[str, str | None]:
     return (str(inner) if inner is not None else str(error)), None
 
 
+def _pod_may_be_down(result: PromptResult) -> bool:
+    """A failure the pod itself may have caused (worth probing /health)."""
+    return (
+        result.outcome is PromptResultKind.FAILED
+        and result.error_type != ErrorType.PROMPT_UNAVAILABLE
+    )
+
+
 @workflow.defn(name="PodWorkflow")
 class PodWorkflow:
     """One pod slot attempt of an audit. See the module docstring for the protocol."""
@@ -110,7 +118,7 @@ class PodWorkflow:
                     break
                 unfinished = None
                 bad = bad_pod_reason(self._stats, self._mismatches, self._times, input.policy)
-                if bad is None and result.outcome is PromptResultKind.FAILED:
+                if bad is None and _pod_may_be_down(result):
                     bad = await self._health_problem()
                 if bad is not None:
                     reason, marked_bad = bad, True
@@ -234,6 +242,7 @@ class PodWorkflow:
                 outcome=PromptResultKind.FAILED,
                 generation_time=timeout.total_seconds() if overtime else None,
                 error=message,
+                error_type=error_type,
             )
         try:
             preview = await workflow.execute_activity(
@@ -341,7 +350,9 @@ class PodWorkflow:
         s = self._stats
         update: dict[str, int] = {"processed": s.processed + 1}
         timeout = input.policy.generation_timeout_seconds
-        if result.outcome is PromptResultKind.FAILED:
+        if result.error_type == ErrorType.PROMPT_UNAVAILABLE:
+            pass  # our input is broken, not the pod: no mark against it
+        elif result.outcome is PromptResultKind.FAILED:
             update["hard_failed"] = s.hard_failed + 1
             if result.generation_time is not None and result.generation_time >= timeout:
                 update["hard_overtime"] = s.hard_overtime + 1

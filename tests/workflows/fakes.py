@@ -75,6 +75,7 @@ class FakeWorld:
     mismatching: set[str] = field(default_factory=set)  # stems whose distance is 0.5
     failing: dict[str, int] = field(default_factory=dict)  # stem -> failures before success
     bad_pods: set[str] = field(default_factory=set)  # pod names whose deploy fails
+    errors: dict[str, ErrorType] = field(default_factory=dict)  # stem -> error on every attempt
     generate_calls: list[str] = field(default_factory=list)
     deployed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -128,6 +129,10 @@ class FakeWorld:
         async def generate(input: GenerateInput) -> GenerateResult:
             stem = input.assignment_id.split("#")[0]
             world.generate_calls.append(input.assignment_id)
+            if stem in world.errors:
+                raise ApplicationError(
+                    f"{world.errors[stem]} for {stem}", type=world.errors[stem], non_retryable=True
+                )
             if world.failing.get(stem, 0) > 0:
                 world.failing[stem] -= 1
                 raise ApplicationError("HTTP 500", type=ErrorType.MINER_FAILED, non_retryable=True)

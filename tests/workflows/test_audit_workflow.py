@@ -10,6 +10,7 @@ from temporalio.worker import Worker
 
 from models.audit import AuditInput, AuditPolicy, AuditResult, ProviderName
 from models.competition import AuditOutcome, BuildStatus
+from models.errors import ErrorType
 from tests.workflows.fakes import FakeWorld, round_files
 from workflows import WORKFLOWS
 
@@ -106,3 +107,35 @@ async def test_unknown_hotkey_fails_clearly(client: Client) -> None:
     with pytest.raises(WorkflowFailureError) as info:
         await run_audit(client, world, hotkey="nobody")
     assert "unknown hotkey nobody" in str(info.value.cause)
+
+
+async def test_bad_miner_output_is_a_recorded_failed_prompt(client: Client) -> None:
+    """Non-GLB output fails that prompt on every pod it may try, then it is recorded as failed."""
+    world = FakeWorld(
+        files=round_files(5),
+        policy=policy(pods_per_miner=2, max_prompt_attempts=2),
+        errors={"p001": ErrorType.MINER_BAD_OUTPUT},
+    )
+    result = await run_audit(client, world)
+    assert world.generate_calls.count("p001#1") + world.generate_calls.count("p001#2") == 2
+    generated = world.writes[0].files[0].value
+    assert isinstance(generated, dict)
+    assert generated["p001"]["glb"] is None
+    assert generated["p001"]["attempts"] == 2
+    assert result.audit.failed_prompts == 1
+    assert result.audit.checked_prompts == 5
+
+
+async def test_unavailable_prompt_fails_once_without_blaming_the_pod(client: Client) -> None:
+    """A prompt image that 404s is failed at once (no retry on other pods), pods stay good."""
+    world = FakeWorld(
+        files=round_files(5),
+        policy=policy(pods_per_miner=2),
+        errors={"p003": ErrorType.PROMPT_UNAVAILABLE},
+    )
+    result = await run_audit(client, world)
+    assert [c for c in world.generate_calls if c.startswith("p003")] == ["p003#1"]
+    stats = world.writes[0].files[1].value
+    assert isinstance(stats, dict)
+    assert sum(s["hard_failed"] for s in stats.values()) == 0
+    assert result.audit.failed_prompts == 1

@@ -4,6 +4,7 @@
 - A prompt is dropped (done, failed) after `max_prompt_attempts`.
 - A model failure puts the prompt back in the queue; a generated result (whatever its distance)
   finishes it: the image is deterministic, so regenerating a mismatch proves nothing new.
+- A prompt image that cannot be downloaded fails the prompt at once (no pod can do better).
 - Results merge keeping the better entry: generated beats failed, then the smaller distance.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 
 from models.audit import PromptResult, PromptResultKind, PromptState
 from models.competition import GenerationEntry
+from models.errors import ErrorType
 
 
 def assignment_id(stem: str, attempt: int) -> str:
@@ -67,7 +69,10 @@ def apply_result(prompt: PromptState, result: PromptResult, max_attempts: int) -
     """Record a pod's result on its prompt (caller checked that it is the current attempt)."""
     prompt.in_flight = None
     prompt.entry = better_entry(prompt.entry, entry_from_result(result, prompt.attempts))
-    if result.outcome is PromptResultKind.GENERATED or prompt.attempts >= max_attempts:
+    unavailable = result.error_type == ErrorType.PROMPT_UNAVAILABLE  # no pod can do better
+    if result.outcome is PromptResultKind.GENERATED or unavailable:
+        prompt.done = True
+    elif prompt.attempts >= max_attempts:
         prompt.done = True
 
 
