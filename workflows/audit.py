@@ -270,16 +270,15 @@ class AuditWorkflow:
         if self._generation_over():
             return
         sends = []
+        live = [s.pod_name for s in state.slots if s.status is not SlotStatus.FINISHED]
         for slot in state.slots:
             if slot.status is not SlotStatus.IDLE:
                 continue
             prompt = queue.next_prompt(
-                state.prompts.values(), slot.pod_name, state.policy.max_prompt_attempts
+                state.prompts.values(), slot.pod_name, state.policy.max_prompt_attempts, live
             )
             if prompt is None:
-                if all(p.done or p.in_flight is not None for p in state.prompts.values()):
-                    continue  # nothing left but in-flight work: stay ready in case it fails
-                continue
+                continue  # stays idle: in-flight work may still fail and come back
             prompt.attempts += 1
             prompt.tried_on.append(slot.pod_name)
             prompt.in_flight = queue.assignment_id(prompt.stem, prompt.attempts)

@@ -139,3 +139,19 @@ async def test_unavailable_prompt_fails_once_without_blaming_the_pod(client: Cli
     assert isinstance(stats, dict)
     assert sum(s["hard_failed"] for s in stats.values()) == 0
     assert result.audit.failed_prompts == 1
+
+
+async def test_single_pod_retries_its_own_failures(client: Client) -> None:
+    """With one pod, a failed prompt comes back to that pod instead of waiting forever."""
+    world = FakeWorld(
+        files=round_files(3),
+        policy=policy(pods_per_miner=1, initial_pod_count=1),
+        failing={"p001": 2},
+    )
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert [c for c in world.generate_calls if c.startswith("p001")] == [
+        "p001#1",
+        "p001#2",
+        "p001#3",
+    ]

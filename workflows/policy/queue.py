@@ -1,6 +1,7 @@
 """Prompt assignment and result merging for an audit (pure; upstream rules proven in production).
 
-- A pod gets the prompt with the fewest attempts that it has not tried itself (ties: file order).
+- A pod gets the prompt with the fewest attempts that it has not tried itself (ties: file order);
+  one it tried comes back to it only when every live pod has tried it.
 - A prompt is dropped (done, failed) after `max_prompt_attempts`.
 - A model failure puts the prompt back in the queue; a generated result (whatever its distance)
   finishes it: the image is deterministic, so regenerating a mismatch proves nothing new.
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from models.audit import PromptResult, PromptResultKind, PromptState
 from models.competition import GenerationEntry
@@ -23,18 +24,30 @@ def assignment_id(stem: str, attempt: int) -> str:
 
 
 def next_prompt(
-    prompts: Iterable[PromptState], pod_name: str, max_attempts: int
+    prompts: Iterable[PromptState],
+    pod_name: str,
+    max_attempts: int,
+    live_pods: Sequence[str] = (),
 ) -> PromptState | None:
-    """The prompt to hand `pod_name` next, or None if it has nothing it may do."""
+    """The prompt to hand `pod_name` next, or None if it has nothing it may do.
+
+    A prompt this pod already tried is handed to it again only when every live pod has tried
+    it (otherwise one pod, or pods that all failed it once, would leave it waiting forever).
+    """
     best: PromptState | None = None
     for prompt in prompts:
         if prompt.done or prompt.in_flight is not None or prompt.attempts >= max_attempts:
             continue
-        if pod_name in prompt.tried_on:
+        if pod_name in prompt.tried_on and not all(p in prompt.tried_on for p in live_pods):
             continue
-        if best is None or prompt.attempts < best.attempts:
+        if best is None or _priority(prompt, pod_name) < _priority(best, pod_name):
             best = prompt
     return best
+
+
+def _priority(prompt: PromptState, pod_name: str) -> tuple[bool, int]:
+    """Untried on this pod first, then the fewest attempts (ties keep file order)."""
+    return (pod_name in prompt.tried_on, prompt.attempts)
 
 
 def entry_from_result(result: PromptResult, attempts: int) -> GenerationEntry:
