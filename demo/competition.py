@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict
 
 from miner.mesh import generate_glb
-from models.competition import BuildStatus, CompetitionPaths
+from models.competition import AuditOutcome, BuildStatus, CompetitionPaths
 
 
 class DemoMiner(BaseModel):
@@ -29,6 +29,7 @@ class DemoMiner(BaseModel):
     label: str
     image: str | None  # docker image reference (local provider syntax); None = build failed
     critical: int = 0  # how many of the prompts are critical for this miner
+    expect: AuditOutcome | None = None  # the verdict the demo must reach (None: either)
 
 
 def prompt_png(index: int, size: int = 256) -> bytes:

@@ -24,6 +24,7 @@ from demo.static_server import StaticServer
 from demo.tiny_model import build_tiny_dinov3
 from embedded_temporal import UI_ADDRESS, connect, ensure_server
 from models.audit import AuditResult, ProviderName
+from models.competition import AuditOutcome
 from models.settings import Settings, load_settings
 from starter import history_url, start_audit, watch_audit
 from worker import running_workers
@@ -37,20 +38,32 @@ MINERS = [
         label="honest",
         image="local/reference-miner?delay=0.2",
         critical=2,
+        expect=AuditOutcome.PASSED,
     ),
     DemoMiner(
         hotkey="5CopycatMinerDemo",
         label="does-not-reproduce",
         image="local/reference-miner?delay=0.2&variant=1",
         critical=1,
+        expect=AuditOutcome.REJECTED,
     ),
-    DemoMiner(hotkey="5SlowMinerDemo", label="too-slow", image="local/reference-miner?delay=1.5"),
+    DemoMiner(
+        hotkey="5SlowMinerDemo",
+        label="too-slow",
+        image="local/reference-miner?delay=1.5",
+        expect=AuditOutcome.REJECTED,
+    ),
     DemoMiner(
         hotkey="5FlakyMinerDemo",
         label="fails-often",
         image="local/reference-miner?delay=0.2&fail_rate=0.5",
     ),
-    DemoMiner(hotkey="5BrokenBuildDemo", label="build-failed", image=None),
+    DemoMiner(
+        hotkey="5BrokenBuildDemo",
+        label="build-failed",
+        image=None,
+        expect=AuditOutcome.REJECTED,
+    ),
 ]
 
 
@@ -129,11 +142,20 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
     summary = {m.label: results[m.hotkey].audit.outcome.value for m in MINERS}
     print(f"\nsummary: {json.dumps(summary)}")
     print(f"demo finished in {time.monotonic() - started:.0f}s")
-    print(
-        f"Web UI: {UI_ADDRESS}/namespaces/{settings.temporal_namespace}/workflows "
-        "(each audit and its pod children). The Temporal server keeps running for you; "
-        "stop it with: pkill -f 'temporal server start-dev'"
-    )
+    wrong = [
+        m.label
+        for m in MINERS
+        if m.expect is not None and results[m.hotkey].audit.outcome is not m.expect
+    ]
+    print(f"Web UI: {UI_ADDRESS}/namespaces/{settings.temporal_namespace}/workflows")
+    if server is not None:
+        print(
+            "The embedded Temporal server keeps running so you can read the histories; "
+            f"stop it with: kill $(cat {server.pid_file})"
+        )
+    if wrong:
+        print(f"UNEXPECTED verdicts for: {', '.join(wrong)}", file=sys.stderr)
+        return 1
     return 0
 
 
