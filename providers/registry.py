@@ -1,0 +1,104 @@
+"""Builds the configured GPU providers from settings: one client per name in GPU_PROVIDERS.
+
+The only place that reads provider credentials out of `Settings`; the worker calls it once at
+start-up and hands the dict to `PodActivities`. Missing credentials fail here, at start-up, with
+one message naming every missing environment variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import SecretStr
+
+from models.audit import ProviderName
+from models.settings import Settings, SettingsError
+from providers.base import GpuProvider
+from providers.local import LocalProvider
+from providers.targon import TargonProvider
+from providers.verda import VerdaCredentials, VerdaProvider
+
+
+def _targon_env(settings: Settings) -> dict[str, object]:
+    return {"TARGON_API_KEY": settings.targon_api_key}
+
+
+def _verda_env(settings: Settings) -> dict[str, object]:
+    return {
+        "VERDA_CLIENT_ID": settings.verda_client_id,
+        "VERDA_CLIENT_SECRET": settings.verda_client_secret,
+        "VERDA_GENERATION_TOKEN": settings.verda_generation_token,
+    }
+
+
+def _local_env(settings: Settings) -> dict[str, object]:
+    return {}
+
+
+REQUIRED_ENV: dict[ProviderName, Callable[[Settings], dict[str, object]]] = {
+    ProviderName.TARGON: _targon_env,
+    ProviderName.VERDA: _verda_env,
+    ProviderName.LOCAL: _local_env,
+}
+"""Environment variable -> its value, for every variable a provider cannot work without."""
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def _targon(settings: Settings) -> GpuProvider:
+    return TargonProvider(
+        api_key=_secret(settings.targon_api_key),
+        base_url=settings.targon_base_url,
+        port=settings.generation_port,
+    )
+
+
+def _verda(settings: Settings) -> GpuProvider:
+    credentials = VerdaCredentials(
+        client_id=settings.verda_client_id or "",
+        client_secret=_secret(settings.verda_client_secret),
+        generation_token=_secret(settings.verda_generation_token),
+    )
+    return VerdaProvider(
+        credentials, base_url=settings.verda_base_url, port=settings.generation_port
+    )
+
+
+def _local(settings: Settings) -> GpuProvider:
+    return LocalProvider(settings.local_pods_dir, call_log=settings.local_miner_call_log)
+
+
+BUILDERS: dict[ProviderName, Callable[[Settings], GpuProvider]] = {
+    ProviderName.TARGON: _targon,
+    ProviderName.VERDA: _verda,
+    ProviderName.LOCAL: _local,
+}
+
+
+def build_providers(settings: Settings) -> dict[ProviderName, GpuProvider]:
+    """One provider client per name in `settings.gpu_providers`, in priority order.
+
+    Credentials are checked for every named provider before any client is made, so a failure
+    leaks no open HTTP client.
+
+    Args:
+        settings: The worker's settings (credentials, base URLs, GENERATION_PORT, local dirs).
+
+    Returns:
+        Provider name -> client. The caller owns the clients (`aclose` them at shutdown).
+
+    Raises:
+        SettingsError: A named provider lacks credentials; the message names every missing
+            environment variable of every named provider.
+    """
+    names = list(dict.fromkeys(settings.gpu_providers))
+    problems = []
+    for name in names:
+        missing = [env for env, value in REQUIRED_ENV[name](settings).items() if not value]
+        if missing:
+            problems.append(f"GPU_PROVIDERS includes {name} but {', '.join(missing)} not set")
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return {name: BUILDERS[name](settings) for name in names}

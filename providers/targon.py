@@ -1,0 +1,221 @@
+"""The Targon GPU provider: serverless containers through Targon's HTTP API.
+
+Owns one `httpx.AsyncClient` with the TARGON_API_KEY bearer and the mapping of Targon's answers
+onto `ContainerInfo` and the provider error hierarchy. Endpoints (REFERENCE.md):
+`POST /v1/serverless` (create -> `serverless_uid`), `POST /v1/serverless/list`
+`{"active_only": true}` (-> `{"resources": [...]}`), `DELETE /v1/serverless/{uid}`; a container
+is reached at `https://{uid}.serverless.targon.com`. Targon has no get-by-name: names are
+resolved through the list.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from typing import Any
+
+import httpx
+
+from models.audit import ProviderName
+from providers.base import (
+    ERROR_BODY_MAX_LENGTH,
+    ContainerInfo,
+    ContainerNotFound,
+    ContainerState,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+TARGON_BASE_URL = "https://api.targon.com"
+TARGON_RESOURCE = "h200-small"  # Targon SKU: 1x H200
+URL_TEMPLATE = "https://{uid}.serverless.targon.com"
+DEFAULT_PORT = 10006
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+
+def _item_uid(item: dict[str, Any]) -> str | None:
+    uid = item.get("uid") or item.get("serverless_uid")
+    return str(uid) if uid else None
+
+
+class TargonProvider:
+    """GpuProvider on Targon serverless. Idempotent by name: deploy looks the name up first.
+
+    Owns its HTTP client (closed by `aclose`); does not probe miner health (the activity does).
+    """
+
+    name: ProviderName = ProviderName.TARGON
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = TARGON_BASE_URL,
+        port: int = DEFAULT_PORT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        """Create a client.
+
+        Args:
+            api_key: TARGON_API_KEY (sent as a bearer token, never logged).
+            base_url: API root, e.g. `https://api.targon.com`.
+            port: Port the miner image serves on (GENERATION_PORT).
+            transport: Injected in tests (`httpx.MockTransport`).
+            timeout: Seconds per control-plane request.
+        """
+        self._port = port
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            transport=transport,
+            timeout=timeout,
+        )
+
+    async def deploy(self, name: str, image: str) -> ContainerInfo:
+        """Create serverless container `name` running `image`, or return the existing one."""
+        existing = await self._find(name)
+        if existing:
+            logger.info("targon container %s already exists (%s)", name, existing[0].container_id)
+            return existing[0]
+        body = {
+            "name": name,
+            "container": {"image": image, "env": []},
+            "resource_name": TARGON_RESOURCE,
+            "network": {"port": {"port": self._port}, "visibility": "external"},
+            "scaling": {"min_replicas": 1, "max_replicas": 1},
+        }
+        response = await self._request("POST", "/v1/serverless", f"deploy {name!r}", json=body)
+        data = _json_object(response, f"deploy {name!r}")
+        uid = data.get("serverless_uid") or data.get("uid")
+        if not uid:
+            raise ProviderUnavailable(
+                f"targon deploy {name!r}: response has no serverless_uid: "
+                f"{response.text[:ERROR_BODY_MAX_LENGTH]}"
+            )
+        logger.info("targon container %s created (%s)", name, uid)
+        return ContainerInfo(
+            name=name,
+            provider=ProviderName.TARGON,
+            container_id=str(uid),
+            state=ContainerState.PENDING,
+            url=URL_TEMPLATE.format(uid=uid),
+        )
+
+    async def get(self, name: str) -> ContainerInfo:
+        """The container named `name` (listed = active = RUNNING); raises ContainerNotFound."""
+        found = await self._find(name)
+        if not found:
+            raise ContainerNotFound(f"targon container {name!r} does not exist")
+        return found[0]
+
+    async def delete(self, name: str) -> None:
+        """Delete every container named `name` (duplicates too); raises ContainerNotFound."""
+        found = await self._find(name)
+        if not found:
+            raise ContainerNotFound(f"targon container {name!r} does not exist")
+        deleted = 0
+        for info in found:
+            try:
+                await self._request(
+                    "DELETE",
+                    f"/v1/serverless/{info.container_id}",
+                    f"delete {name!r}",
+                    not_found=True,
+                )
+                deleted += 1
+            except ContainerNotFound:
+                logger.info("targon container %s (%s) already gone", name, info.container_id)
+        if not deleted:
+            raise ContainerNotFound(f"targon container {name!r} does not exist")
+
+    async def list(self, prefix: str) -> list[ContainerInfo]:
+        """Active containers whose name starts with `prefix`, sorted by name."""
+        response = await self._request(
+            "POST", "/v1/serverless/list", f"list {prefix!r}", json={"active_only": True}
+        )
+        data = _json(response, f"list {prefix!r}")
+        items = data.get("resources") if isinstance(data, dict) else data
+        if not isinstance(items, builtins.list):
+            raise ProviderUnavailable(
+                f"targon list: unexpected response {response.text[:ERROR_BODY_MAX_LENGTH]}"
+            )
+        result = []
+        for item in items:
+            if not isinstance(item, dict) or item.get("deleted"):
+                continue
+            uid, item_name = _item_uid(item), item.get("name")
+            if uid is None or not isinstance(item_name, str) or not item_name.startswith(prefix):
+                continue
+            result.append(
+                ContainerInfo(
+                    name=item_name,
+                    provider=ProviderName.TARGON,
+                    container_id=uid,
+                    state=ContainerState.RUNNING,
+                    url=URL_TEMPLATE.format(uid=uid),
+                )
+            )
+        return sorted(result, key=lambda info: (info.name, info.container_id))
+
+    def auth_headers(self) -> dict[str, str]:
+        """Targon's serverless URLs are public (`visibility: external`): no headers."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._http.aclose()
+
+    async def _find(self, name: str) -> builtins.list[ContainerInfo]:
+        return [info for info in await self.list(name) if info.name == name]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        json: object | None = None,
+        not_found: bool = False,
+    ) -> httpx.Response:
+        """Send one request; map failures onto the provider errors.
+
+        With `not_found`, a 404 means the container is gone (ContainerNotFound); otherwise a 404
+        is a rejected request like any other 4xx.
+        """
+        try:
+            response = await self._http.request(method, path, json=json)
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(f"targon {action}: network error: {e!r}") from e
+        _raise_for_status(response, action, not_found)
+        return response
+
+
+def _raise_for_status(response: httpx.Response, action: str, not_found: bool) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    message = f"targon {action}: HTTP {status}: {response.text[:ERROR_BODY_MAX_LENGTH]}"
+    if status == 404 and not_found:
+        raise ContainerNotFound(message)
+    if status == 429 or status >= 500:
+        raise ProviderUnavailable(message)
+    raise ProviderRejected(message)
+
+
+def _json(response: httpx.Response, action: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as e:
+        raise ProviderUnavailable(
+            f"targon {action}: response is not JSON: {response.text[:ERROR_BODY_MAX_LENGTH]}"
+        ) from e
+
+
+def _json_object(response: httpx.Response, action: str) -> dict[str, Any]:
+    data = _json(response, action)
+    if not isinstance(data, dict):
+        raise ProviderUnavailable(
+            f"targon {action}: expected a JSON object: {response.text[:ERROR_BODY_MAX_LENGTH]}"
+        )
+    return data

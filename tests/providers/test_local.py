@@ -1,0 +1,199 @@
+"""LocalProvider: real reference-miner subprocesses, a registry that survives worker restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.audit import ProviderName
+from providers.base import ContainerNotFound, ContainerState, GpuProvider, ProviderRejected
+from providers.local import LocalProvider, MinerOptions, parse_image
+from tests.providers.local_helpers import (
+    PROJECT_ROOT,
+    local_provider,
+    pid_alive,
+    wait_healthy,
+    wait_until,
+)
+
+IMAGE = "local/reference-miner"
+
+
+@pytest.fixture
+async def provider(tmp_path: Path) -> AsyncIterator[LocalProvider]:
+    async with local_provider(tmp_path / "pods", call_log=tmp_path / "calls.jsonl") as p:
+        yield p
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def test_parse_image_reads_every_option() -> None:
+    """All four options parse; none given means defaults."""
+    assert parse_image(IMAGE) == MinerOptions()
+    options = parse_image(f"{IMAGE}?delay=0.2&fail_rate=0.1&variant=3&startup=1.5")
+    assert options == MinerOptions(delay=0.2, fail_rate=0.1, variant=3, startup=1.5)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("europe-west3-docker.pkg.dev/gen/active/abc:1234567-mesh-4", "only runs"),
+        (f"{IMAGE}:latest", "only runs"),
+        (f"{IMAGE}?speed=2", "unknown option(s) speed"),
+        (f"{IMAGE}?delay=fast", "invalid options: delay"),
+        (f"{IMAGE}?fail_rate=2", "invalid options: fail_rate"),
+        (f"{IMAGE}?variant=-1", "invalid options: variant"),
+        (f"{IMAGE}?delay=1&delay=2", "repeats option 'delay'"),
+        (f"{IMAGE}?delay", "malformed query"),
+    ],
+)
+def test_bad_images_are_rejected_naming_the_image(image: str, message: str) -> None:
+    """Anything but a well-formed local/reference-miner reference is ProviderRejected."""
+    with pytest.raises(ProviderRejected) as e:
+        parse_image(image)
+    assert message in str(e.value)
+    assert repr(image) in str(e.value)
+
+
+async def test_deploy_get_health_list_delete(
+    provider: LocalProvider, http: httpx.AsyncClient
+) -> None:
+    """A deployed pod is RUNNING with a URL that answers /health 200, listed, then deleted."""
+    assert isinstance(provider, GpuProvider)
+    info = await provider.deploy("miner-01-abc-0-0", IMAGE)
+    assert info.provider is ProviderName.LOCAL
+    assert info.state is ContainerState.RUNNING
+    assert info.url is not None and info.url.startswith("http://127.0.0.1:")
+    assert (await provider.get("miner-01-abc-0-0")) == info
+    await wait_healthy(http, info.url)
+    await provider.deploy("other-pod", IMAGE)
+    assert [c.name for c in await provider.list("miner-01-")] == ["miner-01-abc-0-0"]
+    assert provider.auth_headers() == {}
+
+    await provider.delete("miner-01-abc-0-0")
+    assert not pid_alive(int(info.container_id))
+    with pytest.raises(ContainerNotFound):
+        await provider.get("miner-01-abc-0-0")
+    with pytest.raises(ContainerNotFound):
+        await provider.delete("miner-01-abc-0-0")
+    assert [c.name for c in await provider.list("")] == ["other-pod"]
+
+
+async def test_deploy_twice_returns_the_same_process(provider: LocalProvider) -> None:
+    """deploy is idempotent by name: same pid, one process, also under concurrent calls."""
+    first = await provider.deploy("pod-a", IMAGE)
+    again = await provider.deploy("pod-a", f"{IMAGE}?variant=1")
+    assert again.container_id == first.container_id
+    racing = await asyncio.gather(*(provider.deploy("pod-b", IMAGE) for _ in range(4)))
+    assert len({info.container_id for info in racing}) == 1
+    assert len(await provider.list("pod-")) == 2
+
+
+async def test_restarted_worker_finds_the_pod_it_made(
+    provider: LocalProvider, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    """A worker process killed with -9 after deploying: the next one reuses its pod."""
+    script = (
+        "import asyncio, os, signal, sys; from pathlib import Path\n"
+        "from providers.local import LocalProvider\n"
+        "info = asyncio.run(LocalProvider(Path(sys.argv[1])).deploy('pod-r', sys.argv[2]))\n"
+        "print(info.container_id, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    worker = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pods"), IMAGE],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode == -signal.SIGKILL, worker.stderr
+    pid = int(worker.stdout.strip())
+    assert pid_alive(pid)
+
+    found = await provider.get("pod-r")
+    assert found.container_id == str(pid)
+    assert found.state is ContainerState.RUNNING
+    assert (await provider.deploy("pod-r", IMAGE)).container_id == str(pid)
+    assert found.url is not None
+    await wait_healthy(http, found.url)
+    await provider.delete("pod-r")
+    assert not pid_alive(pid)
+
+
+async def test_second_instance_shares_the_registry(provider: LocalProvider, tmp_path: Path) -> None:
+    """Another LocalProvider on the same state_dir sees, reuses and can delete the pod."""
+    info = await provider.deploy("pod-s", IMAGE)
+    other = LocalProvider(tmp_path / "pods")
+    assert (await other.get("pod-s")).container_id == info.container_id
+    assert (await other.deploy("pod-s", IMAGE)).container_id == info.container_id
+    await other.delete("pod-s")
+    with pytest.raises(ContainerNotFound):
+        await provider.get("pod-s")
+
+
+async def test_killed_process_is_failed_and_redeploy_replaces_it(provider: LocalProvider) -> None:
+    """A pod whose process died reports FAILED (no URL); deploy starts a fresh one."""
+    info = await provider.deploy("pod-k", IMAGE)
+    pid = int(info.container_id)
+    os.kill(pid, signal.SIGKILL)
+
+    async def failed() -> bool:
+        return (await provider.get("pod-k")).state is ContainerState.FAILED
+
+    await wait_until(failed, "the killed pod to report FAILED")
+    assert (await provider.get("pod-k")).url is None
+    assert [c.state for c in await provider.list("pod-k")] == [ContainerState.FAILED]
+    fresh = await provider.deploy("pod-k", IMAGE)
+    assert fresh.container_id != info.container_id
+    assert fresh.state is ContainerState.RUNNING
+    await provider.delete("pod-k")
+
+
+async def test_options_and_call_log_reach_the_miner(
+    provider: LocalProvider, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    """Image options become miner flags (variant shows in /stats); --call-log is passed."""
+    info = await provider.deploy("pod-o", f"{IMAGE}?variant=2&delay=0&fail_rate=0")
+    assert info.url is not None
+    await wait_healthy(http, info.url)
+    stats = (await http.get(f"{info.url}/stats")).json()
+    assert stats["variant"] == 2
+    assert stats["pid"] == int(info.container_id)
+    registry = json.loads((tmp_path / "pods" / "pods.json").read_text())
+    assert registry["pods"]["pod-o"]["image"] == f"{IMAGE}?variant=2&delay=0&fail_rate=0"
+    log = (tmp_path / "pods" / "logs" / "pod-o.log").read_text()
+    assert "listening" in log
+
+
+async def test_bad_image_starts_nothing(provider: LocalProvider, tmp_path: Path) -> None:
+    """A rejected image leaves no pod behind."""
+    with pytest.raises(ProviderRejected, match="unknown option"):
+        await provider.deploy("pod-x", f"{IMAGE}?gpu=h200")
+    assert await provider.list("") == []
+
+
+async def test_delete_all_kills_everything(tmp_path: Path) -> None:
+    """delete_all (test teardown) kills every registered pod; aclose alone kills none."""
+    async with local_provider(tmp_path / "pods"):  # cleans up even if an assert fails
+        provider = LocalProvider(tmp_path / "pods")
+        pids = [int((await provider.deploy(f"pod-{i}", IMAGE)).container_id) for i in range(2)]
+        await provider.aclose()
+        assert all(pid_alive(pid) for pid in pids)
+        assert await provider.delete_all() == ["pod-0", "pod-1"]
+        assert not any(pid_alive(pid) for pid in pids)
+        assert await provider.list("") == []
