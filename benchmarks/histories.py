@@ -7,7 +7,9 @@ Used by the long-history test, `benchmarks.long_audit` and `tests.replay.record`
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.client import Client, WorkflowHistory
@@ -26,6 +28,11 @@ class RunHistory:
     suggested_at: int | None  # event id of the first task start suggesting continue-as-new
     unhandled_command_failures: int  # tasks failed because a signal came while they completed
     history: WorkflowHistory = field(repr=False, compare=False)
+
+    def input(self) -> Any:
+        """The run's (first) input decoded from its JSON payload, e.g. the carried state."""
+        started = self.history.events[0].workflow_execution_started_event_attributes
+        return json.loads(started.input.payloads[0].data)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,19 @@ class AuditHistories:
     def pod_continues(self) -> int:
         """How many times pods continued as new, all children together."""
         return sum(run.continued_as_new for run in self.pod_runs)
+
+    @property
+    def carried_messages(self) -> int:
+        """Signals a run received but had not handled when it continued as new, all runs.
+
+        The parent carries its unhandled pod events (`state.inbox`), a pod its unstarted
+        assignments (`carried.pending`); a new run starts with them.
+        """
+        parent = sum(len((run.input().get("state") or {}).get("inbox", [])) for run in self.parent)
+        pods = sum(
+            len((run.input().get("carried") or {}).get("pending", [])) for run in self.pod_runs
+        )
+        return parent + pods
 
     @property
     def unhandled_command_failures(self) -> int:

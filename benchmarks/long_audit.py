@@ -16,8 +16,8 @@ config), runs AuditWorkflow + PodWorkflow with `tests.workflows.fakes.FakeWorld`
   a share of a 90 s generation (the verdict's median limit; real ones take 60-110 s);
 - events (and KiB) of every parent run and of the pod runs, continue-as-new counts, where the
   server first suggested continuing, the largest run input (the parent's carries the audit
-  state), and tasks replayed because a signal arrived while they completed (the continue-as-new
-  hand-over);
+  state), tasks replayed because a signal arrived while they completed (the continue-as-new
+  hand-over), and signals a run received but left to its successor (carried in its input);
 - how long this machine takes to replay the longest parent and pod run from scratch (what a
   worker does after such a failure or a cache eviction; it must fit the 10 s task timeout).
 
@@ -140,14 +140,14 @@ async def run_fake_audit(
     activities: Sequence[Any] | None = None,
     workflow_id: str | None = None,
 ) -> AuditRun:
-    """Run one AuditWorkflow on a fresh task queue against `world` and collect its histories.
+    """Run one AuditWorkflow on its own task queue against `world` and collect its histories.
 
     The worker registers `WORKFLOWS` and `activities` (default: `world.activities()`) and also
     serves the gpu activities (the policy's `gpu_task_queue` is set to its queue).
     """
-    queue = f"long-{uuid.uuid4()}"
-    world.policy = world.policy.model_copy(update={"gpu_task_queue": queue})
     audit_id = workflow_id or f"audit-{world.files.round}-{world.files.hotkey}-{uuid.uuid4()}"
+    queue = f"queue-{audit_id}"  # unique per audit, and fixed for a fixed id (recorded histories)
+    world.policy = world.policy.model_copy(update={"gpu_task_queue": queue})
     async with Worker(
         client,
         task_queue=queue,
@@ -282,7 +282,13 @@ def report(measurements: Sequence[Measurement]) -> str:
         "mean pod run events",
         lambda m: f"{statistics.mean(r.events for r in m.run.histories.pod_runs):.0f}",
     )
-    row("largest run", lambda m: f"{m.run.histories.max_size_bytes / 1024:.0f} KiB")
+    row(
+        "largest run / hard limit",
+        lambda m: (
+            f"{m.run.histories.max_size_bytes / 1024:.0f} KiB"
+            f" ({m.run.histories.max_size_bytes / HARD_SIZE_LIMIT_BYTES * 100:.1f} %)"
+        ),
+    )
     row("largest run input", lambda m: f"{m.run.histories.max_input_bytes / 1024:.0f} KiB")
     row("replay longest parent run", lambda m: f"{m.replay_longest_parent:.2f} s")
     row("replay longest pod run", lambda m: f"{m.replay_longest_pod:.2f} s")
@@ -301,6 +307,7 @@ def report(measurements: Sequence[Measurement]) -> str:
         ),
     )
     row("tasks replayed at hand-over", lambda m: f"{m.run.histories.unhandled_command_failures}")
+    row("signals carried at hand-over", lambda m: f"{m.run.histories.carried_messages}")
 
     width = max(len(name) for name, _ in rows)
     labels = [m.label for m in measurements]

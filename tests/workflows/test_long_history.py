@@ -71,7 +71,8 @@ def describe_runs(histories: AuditHistories) -> str:
         f"max parent {histories.max_parent_events}, max pod {histories.max_pod_events}, "
         f"largest {histories.max_size_bytes / 1024:.0f} KiB, "
         f"largest input {histories.max_input_bytes / 1024:.0f} KiB, "
-        f"replayed hand-over tasks {histories.unhandled_command_failures}"
+        f"replayed hand-over tasks {histories.unhandled_command_failures}, "
+        f"signals carried over {histories.carried_messages}"
     )
 
 

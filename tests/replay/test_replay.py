@@ -1,0 +1,81 @@
+"""Replay every recorded history against today's workflow code: a non-deterministic change fails.
+
+Histories live in tests/replay/histories/ (`{scenario}--{workflow id}--run{n}.json`, the JSON of
+`temporal workflow show --output json`); record them with `python -m tests.replay.record`. A
+deliberate change that breaks replay needs `workflow.patched` (running audits replay old
+histories) and then a re-recording. The last test proves the check can fail at all.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from models.audit import PodHealthInput, PodInput, PodRef, PodWorkflowResult
+from tests.replay.record import HISTORIES_DIR, SCENARIOS, parse_history_path
+from workflows import WORKFLOWS
+from workflows.audit import AuditWorkflow
+from workflows.pod import PodWorkflow
+
+HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    _, workflow_id, _ = parse_history_path(path)
+    return WorkflowHistory.from_json(workflow_id, path.read_text())
+
+
+def workflow_type(history: WorkflowHistory) -> str:
+    started = history.events[0].workflow_execution_started_event_attributes
+    return started.workflow_type.name
+
+
+def test_every_scenario_has_recorded_histories() -> None:
+    """The histories dir is not empty and holds parent and pod runs of every scenario."""
+    assert HISTORIES, f"no histories in {HISTORIES_DIR}: run `python -m tests.replay.record`"
+    recorded: dict[str, set[str]] = {}
+    for path in HISTORIES:
+        name, _, _ = parse_history_path(path)
+        recorded.setdefault(name, set()).add(workflow_type(load(path)))
+    for scenario in SCENARIOS:
+        assert recorded.get(scenario.name) == {"AuditWorkflow", "PodWorkflow"}, scenario.name
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays_deterministically(path: Path) -> None:
+    """Today's workflow code makes exactly the commands this recorded run made."""
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(load(path))
+
+
+@workflow.defn(name="PodWorkflow", sandboxed=False)
+class PodWorkflowWithExtraActivity(PodWorkflow):
+    """PodWorkflow plus one health check before deploying: not replay-compatible."""
+
+    @workflow.run
+    async def run(self, input: PodInput) -> PodWorkflowResult:
+        await workflow.execute_activity(
+            "check_pod_health",
+            PodHealthInput(pod=PodRef(name=input.pod_name, provider=input.provider)),
+            result_type=bool,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return await super().run(input)
+
+
+async def test_replay_detects_a_non_deterministic_change() -> None:
+    """One extra activity call in PodWorkflow makes every recorded pod history fail to replay."""
+    pods = [path for path in HISTORIES if workflow_type(load(path)) == "PodWorkflow"]
+    assert pods
+    replayer = Replayer(
+        workflows=[AuditWorkflow, PodWorkflowWithExtraActivity],
+        data_converter=pydantic_data_converter,
+    )
+    result = await replayer.replay_workflow(load(pods[0]), raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, workflow.NondeterminismError), result.replay_failure
