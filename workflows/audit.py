@@ -263,7 +263,7 @@ class AuditWorkflow:
             slot.assignment = None
         stopping = slot.status is SlotStatus.STOPPING
         slot.status = SlotStatus.FINISHED
-        if stopping or self._generation_over():
+        if stopping or not self._work_left():
             return
         if slot.attempt + 1 < state.policy.max_pod_attempts:
             await self._start_slot(slot.slot, slot.attempt + 1)
@@ -307,11 +307,14 @@ class AuditWorkflow:
             ),
         )
 
+    def _work_left(self) -> bool:
+        """Prompts still to generate, and the verdict not yet final."""
+        state = self._require_state()
+        return not state.early_exit and not all(p.done for p in state.prompts.values())
+
     def _generation_over(self) -> bool:
         state = self._require_state()
-        if state.early_exit:
-            return True
-        if all(p.done for p in state.prompts.values()):
+        if not self._work_left():
             return True
         live = [s for s in state.slots if s.status is not SlotStatus.FINISHED]
         return not live and bool(state.slots)

@@ -20,7 +20,12 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
@@ -65,6 +70,12 @@ def _failure(error: ActivityError) -> tuple[str, str | None]:
     return (str(inner) if inner is not None else str(error)), None
 
 
+def _raise_if_cancelled(error: ActivityError) -> None:
+    """An activity that ended because this workflow is being cancelled is not a pod failure."""
+    if isinstance(error.cause, CancelledError):
+        raise asyncio.CancelledError(str(error)) from error
+
+
 def _pod_may_be_down(result: PromptResult) -> bool:
     """A failure the pod itself may have caused (worth probing /health)."""
     return (
@@ -95,6 +106,7 @@ class PodWorkflow:
         marked_bad = False
         unfinished: str | None = None
         continue_as_new = False
+        evicted = False
         try:
             if self._pod is None:
                 deploy_error = await self._deploy(input)
@@ -126,8 +138,16 @@ class PodWorkflow:
                 if workflow.info().is_continue_as_new_suggested() and self._stop is None:
                     continue_as_new = True
                     break
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException:
+            # GeneratorExit / the SDK's eviction: this run is being collected off its event loop
+            # (a stopped worker); cleaning up here would issue commands nowhere. The run replays
+            # elsewhere and cleans up there.
+            evicted = True
+            raise
         finally:
-            if not continue_as_new:
+            if not continue_as_new and not evicted:
                 await self._delete(input)
                 await self._tell_parent(
                     input,
@@ -199,6 +219,7 @@ class PodWorkflow:
                 **options.await_pod_healthy(warmup),
             )
         except ActivityError as e:
+            _raise_if_cancelled(e)
             message, _ = _failure(e)
             return f"deploy failed on {input.provider}: {message}"
         return None
@@ -235,6 +256,7 @@ class PodWorkflow:
                 **options.generate(timeout),
             )
         except ActivityError as e:
+            _raise_if_cancelled(e)
             message, error_type = _failure(e)
             overtime = error_type == ErrorType.MINER_TIMEOUT
             return PromptResult(
@@ -253,6 +275,7 @@ class PodWorkflow:
                 **options.gpu(input.policy.gpu_task_queue),
             )
         except ActivityError as e:
+            _raise_if_cancelled(e)
             message, _ = _failure(e)
             return PromptResult(
                 **base,
@@ -303,6 +326,7 @@ class PodWorkflow:
                 **options.gpu(input.policy.gpu_task_queue),
             )
         except ActivityError as e:
+            _raise_if_cancelled(e)
             message, _ = _failure(e)
             return None, f"distance unknown: {message}"
         return scored.distance, None
@@ -318,6 +342,7 @@ class PodWorkflow:
                 **options.POD_HEALTH,
             )
         except ActivityError as e:
+            _raise_if_cancelled(e)
             message, _ = _failure(e)
             return f"health check failed: {message}"
         return None if healthy else "stopped answering /health"

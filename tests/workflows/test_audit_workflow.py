@@ -155,3 +155,20 @@ async def test_single_pod_retries_its_own_failures(client: Client) -> None:
         "p001#2",
         "p001#3",
     ]
+
+
+async def test_last_pod_that_fails_to_deploy_is_replaced(client: Client) -> None:
+    """A single slot whose first pod never gets healthy is replaced, and the audit passes."""
+    world = FakeWorld(
+        files=round_files(3),
+        policy=policy(pods_per_miner=1, initial_pod_count=1, max_pod_attempts=3),
+    )
+    world.bad_pods = {"miner-01-5fake-0-0"}
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.deployed == ["miner-01-5fake-0-0", "miner-01-5fake-0-1"]
+    assert sorted(world.deleted) == sorted(world.deployed)
+    stats = world.writes[0].files[1].value
+    assert isinstance(stats, dict)
+    assert stats["miner-01-5fake-0-0"]["marked_bad"] is True
+    assert "deploy failed" in stats["miner-01-5fake-0-0"]["termination_reason"]
