@@ -7,8 +7,9 @@ Providers never import temporalio: activities/pods.py translates these errors in
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import httpx
 from pydantic import BaseModel, ConfigDict
 
 from models.audit import ProviderName
@@ -82,3 +83,32 @@ class GpuProvider(Protocol):
     async def aclose(self) -> None:
         """Release HTTP clients / subprocesses."""
         ...
+
+
+def raise_for_status(response: httpx.Response, what: str, *, not_found: bool = False) -> None:
+    """Map a control-API error status to the provider error hierarchy.
+
+    Args:
+        response: The provider's answer.
+        what: "<provider> <action>" for the message, e.g. "targon deploy 'x'".
+        not_found: Whether a 404 means the container does not exist (get/delete).
+    """
+    status = response.status_code
+    if status < 400:
+        return
+    message = f"{what}: HTTP {status}: {response.text[:ERROR_BODY_MAX_LENGTH]}"
+    if status == 404 and not_found:
+        raise ContainerNotFound(message)
+    if status == 429 or status >= 500:
+        raise ProviderUnavailable(message)
+    raise ProviderRejected(message)
+
+
+def response_json(response: httpx.Response, what: str) -> Any:
+    """The JSON body; a body that is not JSON is a (retryable) provider hiccup."""
+    try:
+        return response.json()
+    except ValueError as e:
+        raise ProviderUnavailable(
+            f"{what}: response is not JSON: {response.text[:ERROR_BODY_MAX_LENGTH]}"
+        ) from e

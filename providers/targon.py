@@ -22,8 +22,9 @@ from providers.base import (
     ContainerInfo,
     ContainerNotFound,
     ContainerState,
-    ProviderRejected,
     ProviderUnavailable,
+    raise_for_status,
+    response_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class TargonProvider:
         response = await self._request(
             "POST", "/v1/serverless/list", f"list {prefix!r}", json={"active_only": True}
         )
-        data = _json(response, f"list {prefix!r}")
+        data = response_json(response, f"targon list {prefix!r}")
         items = data.get("resources") if isinstance(data, dict) else data
         if not isinstance(items, builtins.list):
             raise ProviderUnavailable(
@@ -187,33 +188,12 @@ class TargonProvider:
             response = await self._http.request(method, path, json=json)
         except httpx.HTTPError as e:
             raise ProviderUnavailable(f"targon {action}: network error: {e!r}") from e
-        _raise_for_status(response, action, not_found)
+        raise_for_status(response, f"targon {action}", not_found=not_found)
         return response
 
 
-def _raise_for_status(response: httpx.Response, action: str, not_found: bool) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    message = f"targon {action}: HTTP {status}: {response.text[:ERROR_BODY_MAX_LENGTH]}"
-    if status == 404 and not_found:
-        raise ContainerNotFound(message)
-    if status == 429 or status >= 500:
-        raise ProviderUnavailable(message)
-    raise ProviderRejected(message)
-
-
-def _json(response: httpx.Response, action: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as e:
-        raise ProviderUnavailable(
-            f"targon {action}: response is not JSON: {response.text[:ERROR_BODY_MAX_LENGTH]}"
-        ) from e
-
-
 def _json_object(response: httpx.Response, action: str) -> dict[str, Any]:
-    data = _json(response, action)
+    data = response_json(response, f"targon {action}")
     if not isinstance(data, dict):
         raise ProviderUnavailable(
             f"targon {action}: expected a JSON object: {response.text[:ERROR_BODY_MAX_LENGTH]}"

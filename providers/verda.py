@@ -27,6 +27,8 @@ from providers.base import (
     ContainerState,
     ProviderRejected,
     ProviderUnavailable,
+    raise_for_status,
+    response_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,7 +152,7 @@ class VerdaProvider:
         )
         if response.status_code == 409:  # created concurrently by an earlier attempt
             return await self.get(name)
-        data = _json(response, f"deploy {name!r}")
+        data = response_json(response, f"verda deploy {name!r}")
         logger.info("verda deployment %s created", name)
         return self._info(data if isinstance(data, dict) else {}, name)
 
@@ -159,7 +161,7 @@ class VerdaProvider:
         response = await self._request(
             "GET", f"{DEPLOYMENTS_PATH}/{name}", f"get {name!r}", not_found=True
         )
-        data = _json(response, f"get {name!r}")
+        data = response_json(response, f"verda get {name!r}")
         if not isinstance(data, dict):
             raise ProviderUnavailable(
                 f"verda get {name!r}: expected a JSON object: "
@@ -177,7 +179,7 @@ class VerdaProvider:
     async def list(self, prefix: str) -> list[ContainerInfo]:
         """Deployments whose name starts with `prefix`, sorted by name."""
         response = await self._request("GET", DEPLOYMENTS_PATH, f"list {prefix!r}")
-        data = _json(response, f"list {prefix!r}")
+        data = response_json(response, f"verda list {prefix!r}")
         if isinstance(data, dict):
             data = data.get("deployments", data.get("items", data.get("data")))
         if not isinstance(data, builtins.list):
@@ -234,8 +236,8 @@ class VerdaProvider:
                     f"verda token: HTTP {response.status_code} (check VERDA_CLIENT_ID / "
                     f"VERDA_CLIENT_SECRET): {response.text[:ERROR_BODY_MAX_LENGTH]}"
                 )
-            _raise_for_status(response, "token", not_found=False)
-            data = _json(response, "token")
+            raise_for_status(response, "verda token", not_found=False)
+            data = response_json(response, "verda token")
             token = data.get("access_token") if isinstance(data, dict) else None
             if not isinstance(token, str) or not token:
                 raise ProviderUnavailable(
@@ -271,7 +273,7 @@ class VerdaProvider:
             token = await self._access_token(stale=token)
             response = await self._send(method, path, action, json, token)
         if not (conflict_ok and response.status_code == 409):
-            _raise_for_status(response, action, not_found)
+            raise_for_status(response, f"verda {action}", not_found=not_found)
         return response
 
     async def _send(
@@ -283,24 +285,3 @@ class VerdaProvider:
             )
         except httpx.HTTPError as e:
             raise ProviderUnavailable(f"verda {action}: network error: {e!r}") from e
-
-
-def _raise_for_status(response: httpx.Response, action: str, not_found: bool) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    message = f"verda {action}: HTTP {status}: {response.text[:ERROR_BODY_MAX_LENGTH]}"
-    if status == 404 and not_found:
-        raise ContainerNotFound(message)
-    if status == 429 or status >= 500:
-        raise ProviderUnavailable(message)
-    raise ProviderRejected(message)
-
-
-def _json(response: httpx.Response, action: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as e:
-        raise ProviderUnavailable(
-            f"verda {action}: response is not JSON: {response.text[:ERROR_BODY_MAX_LENGTH]}"
-        ) from e
