@@ -256,26 +256,8 @@ class GenerationActivities:
         if cached is not None:
             return await asyncio.to_thread(self._store.read_bytes, cached.uri)
 
-        try:
+        async with _download_errors("prompt", url, ErrorType.PROMPT_UNAVAILABLE):
             data = await self._download(url, PROMPT_MAX_BYTES)
-        except _HttpStatusError as exc:
-            if _is_permanent_status(exc.status):
-                raise ApplicationError(
-                    f"prompt {url} unavailable: HTTP {exc.status}",
-                    type=ErrorType.PROMPT_UNAVAILABLE,
-                    non_retryable=True,
-                ) from exc
-            raise ApplicationError(f"prompt {url}: HTTP {exc.status}, will retry") from exc
-        except _TooLargeError as exc:
-            raise ApplicationError(
-                f"prompt {url} is larger than {exc.limit} bytes",
-                type=ErrorType.PROMPT_UNAVAILABLE,
-                non_retryable=True,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ApplicationError(
-                f"prompt {url}: {type(exc).__name__}: {exc}, will retry"
-            ) from exc
 
         if not await asyncio.to_thread(_is_image, data):
             raise ApplicationError(
@@ -290,27 +272,11 @@ class GenerationActivities:
 
     async def _download_submission(self, url: str, max_bytes: int) -> bytes:
         """GET a submitted artifact, mapping failures to SUBMISSION_UNAVAILABLE or retryable."""
-        try:
-            async with _heartbeating(self._heartbeat_interval):
-                return await self._download(url, max_bytes)
-        except _HttpStatusError as exc:
-            if _is_permanent_status(exc.status):
-                raise ApplicationError(
-                    f"submission {url} unavailable: HTTP {exc.status}",
-                    type=ErrorType.SUBMISSION_UNAVAILABLE,
-                    non_retryable=True,
-                ) from exc
-            raise ApplicationError(f"submission {url}: HTTP {exc.status}, will retry") from exc
-        except _TooLargeError as exc:
-            raise ApplicationError(
-                f"submission {url} is larger than {exc.limit} bytes",
-                type=ErrorType.SUBMISSION_UNAVAILABLE,
-                non_retryable=True,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ApplicationError(
-                f"submission {url}: {type(exc).__name__}: {exc}, will retry"
-            ) from exc
+        async with (
+            _download_errors("submission", url, ErrorType.SUBMISSION_UNAVAILABLE),
+            _heartbeating(self._heartbeat_interval),
+        ):
+            return await self._download(url, max_bytes)
 
     async def _download(self, url: str, max_bytes: int) -> bytes:
         """GET `url` (following redirects) with a byte cap.
@@ -369,6 +335,25 @@ class GenerationActivities:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _download_errors(what: str, url: str, unavailable: ErrorType) -> AsyncIterator[None]:
+    """Map a download's failures: 4xx / too large -> non-retryable `unavailable`, else retry."""
+    try:
+        yield
+    except _HttpStatusError as exc:
+        if _is_permanent_status(exc.status):
+            raise ApplicationError(
+                f"{what} {url} unavailable: HTTP {exc.status}", type=unavailable, non_retryable=True
+            ) from exc
+        raise ApplicationError(f"{what} {url}: HTTP {exc.status}, will retry") from exc
+    except _TooLargeError as exc:
+        raise ApplicationError(
+            f"{what} {url} is larger than {exc.limit} bytes", type=unavailable, non_retryable=True
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ApplicationError(f"{what} {url}: {type(exc).__name__}: {exc}, will retry") from exc
 
 
 @contextlib.asynccontextmanager
