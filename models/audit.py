@@ -86,6 +86,8 @@ class AuditStatus(StrEnum):
     WRITING = "writing"
     PASSED = "passed"
     REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class AuditProgress(_Frozen):

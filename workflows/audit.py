@@ -120,12 +120,14 @@ class AuditWorkflow:
             return await self._write_verdict(state.round_files, self._decide())
         except workflow.ContinueAsNewError:
             raise
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError) as e:
             # Cancelled or failed: pods must not outlive the audit; nothing half-done is written.
             # Not BaseException: GeneratorExit (a stopped worker's cached run being collected) and
             # the SDK's eviction error must pass untouched, or the cleanup would issue commands
             # off this run's event loop. Awaited directly (no asyncio.shield): Temporal cancels a
             # run once, and a shielded task would outlive an eviction.
+            cancelled = isinstance(e, asyncio.CancelledError)
+            self._set_status(AuditStatus.CANCELLED if cancelled else AuditStatus.FAILED)
             if self._state is not None and self._state.slots:
                 await self._abandon_pods()
             raise

@@ -13,6 +13,7 @@ from models.competition import AuditOutcome, BuildStatus
 from models.errors import ErrorType
 from tests.workflows.fakes import FakeWorld, round_files
 from workflows import WORKFLOWS
+from workflows.audit import STATUS_KEY
 
 
 def policy(**overrides: object) -> AuditPolicy:
@@ -22,7 +23,9 @@ def policy(**overrides: object) -> AuditPolicy:
     return base.model_copy(update=overrides)
 
 
-async def run_audit(client: Client, world: FakeWorld, hotkey: str | None = None) -> AuditResult:
+async def run_audit(
+    client: Client, world: FakeWorld, hotkey: str | None = None, workflow_id: str | None = None
+) -> AuditResult:
     queue = f"q-{uuid.uuid4()}"
     pol = world.policy.model_copy(update={"gpu_task_queue": queue})
     world.policy = pol
@@ -30,7 +33,7 @@ async def run_audit(client: Client, world: FakeWorld, hotkey: str | None = None)
         result: AuditResult = await client.execute_workflow(
             "AuditWorkflow",
             AuditInput(round=1, hotkey=hotkey or world.files.hotkey, policy=pol),
-            id=f"audit-1-{uuid.uuid4()}",
+            id=workflow_id or f"audit-1-{uuid.uuid4()}",
             task_queue=queue,
             result_type=AuditResult,
         )
@@ -104,9 +107,14 @@ async def test_no_healthy_pod_rejects_with_deploy_failure(client: Client) -> Non
 async def test_unknown_hotkey_fails_clearly(client: Client) -> None:
     """An unknown hotkey fails the workflow with a non-retryable error naming it."""
     world = FakeWorld(files=round_files(3), policy=policy())
+    workflow_id = f"audit-1-{uuid.uuid4()}"
     with pytest.raises(WorkflowFailureError) as info:
-        await run_audit(client, world, hotkey="nobody")
+        await run_audit(client, world, hotkey="nobody", workflow_id=workflow_id)
     assert "unknown hotkey nobody" in str(info.value.cause)
+    description = await client.get_workflow_handle(workflow_id).describe()
+    status = description.typed_search_attributes.get(STATUS_KEY)
+    assert status == "failed"
+    assert world.deployed == []
 
 
 async def test_bad_miner_output_is_a_recorded_failed_prompt(client: Client) -> None:
