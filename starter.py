@@ -26,6 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.competition_repo import (
     CompetitionRepo,
+    CompetitionRepoError,
     CompetitionSource,
     DirectorySource,
     load_generated,
@@ -196,7 +197,13 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
         return asyncio.run(
             run_audit_command(settings, args.round, args.hotkey, wait=not args.no_wait)
         )
-    except (SettingsError, CompetitionFileError, ValueError) as e:
+    except (
+        SettingsError,
+        CompetitionFileError,
+        LookupError,
+        ValueError,
+        CompetitionRepoError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
