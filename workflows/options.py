@@ -61,6 +61,7 @@ DELETE_POD = ActivityOptions(
 SWEEP_PODS = DELETE_POD
 FETCH_ARTIFACT = ActivityOptions(
     start_to_close_timeout=timedelta(minutes=5),
+    heartbeat_timeout=timedelta(seconds=30),
     schedule_to_close_timeout=timedelta(minutes=30),
     retry_policy=BACKOFF,
 )
@@ -80,6 +81,7 @@ def await_pod_healthy(warmup: timedelta) -> ActivityOptions:
     """A heartbeating poll that may run for the whole warm-up window."""
     return ActivityOptions(
         start_to_close_timeout=warmup + timedelta(minutes=1),
+        schedule_to_close_timeout=(warmup + timedelta(minutes=1)) * 3,
         heartbeat_timeout=timedelta(seconds=30),
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=1),
