@@ -50,6 +50,9 @@ class AuditPolicy(_Frozen):
     max_glb_bytes: int = 256 * 1024 * 1024
     gpu_task_queue: str = Field(GPU_TASK_QUEUE, description="task queue of render/score workers")
     stop_early: bool = Field(True, description="stop once mismatches make the verdict final")
+    generation_heartbeat_seconds: float = Field(
+        20.0, gt=0, description="a generate call silent this long means its worker died"
+    )
 
 
 # --- workflows ----------------------------------------------------------------------------------

@@ -261,7 +261,8 @@ class AuditWorkflow:
             stem = slot.assignment.split("#", 1)[0]
             prompt = state.prompts.get(stem)
             if prompt is not None and prompt.in_flight == slot.assignment:
-                queue.release(prompt, state.policy.max_prompt_attempts)
+                started = slot.assignment == event.unfinished_assignment
+                queue.release(prompt, state.policy.max_prompt_attempts, started, slot.pod_name)
             slot.assignment = None
         stopping = slot.status is SlotStatus.STOPPING
         slot.status = SlotStatus.FINISHED

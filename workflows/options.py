@@ -92,12 +92,15 @@ def await_pod_healthy(warmup: timedelta) -> ActivityOptions:
     )
 
 
-def generate(timeout: timedelta) -> ActivityOptions:
-    """One miner call: heartbeats while waiting; infrastructure failures retried a few times."""
+def generate(timeout: timedelta, heartbeat: timedelta = timedelta(seconds=20)) -> ActivityOptions:
+    """One miner call: heartbeats while waiting; infrastructure failures retried a few times.
+
+    The heartbeat timeout is how soon a generation on a dead worker is retried elsewhere.
+    """
     return ActivityOptions(
         start_to_close_timeout=timeout + timedelta(minutes=2),
         schedule_to_close_timeout=(timeout + timedelta(minutes=2)) * 3,
-        heartbeat_timeout=timedelta(seconds=20),
+        heartbeat_timeout=heartbeat,
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=1),
             maximum_interval=timedelta(seconds=10),

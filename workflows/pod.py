@@ -253,7 +253,9 @@ class PodWorkflow:
                 ),
                 result_type=GenerateResult,
                 summary=f"generate {assignment.assignment_id}",
-                **options.generate(timeout),
+                **options.generate(
+                    timeout, timedelta(seconds=input.policy.generation_heartbeat_seconds)
+                ),
             )
         except ActivityError as e:
             _raise_if_cancelled(e)

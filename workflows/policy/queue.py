@@ -89,8 +89,15 @@ def apply_result(prompt: PromptState, result: PromptResult, max_attempts: int) -
         prompt.done = True
 
 
-def release(prompt: PromptState, max_attempts: int) -> None:
-    """A pod vanished with this prompt outstanding: put it back (or drop it when out of tries)."""
+def release(prompt: PromptState, max_attempts: int, started: bool, pod_name: str) -> None:
+    """A pod ended with this prompt outstanding: put it back (or drop it when out of tries).
+
+    An assignment the pod never started (it died first) does not count as an attempt.
+    """
     prompt.in_flight = None
+    if not started:
+        prompt.attempts -= 1
+        if pod_name in prompt.tried_on:
+            prompt.tried_on.remove(pod_name)
     if prompt.attempts >= max_attempts:
         prompt.done = True
