@@ -1,0 +1,85 @@
+"""Settings: upstream names and defaults, clear errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.audit import ProviderName
+from models.settings import SettingsError, load_settings
+
+ENV_NAMES = [
+    "GPU_PROVIDERS",
+    "PODS_PER_MINER",
+    "INITIAL_POD_COUNT",
+    "GENERATION_TIMEOUT",
+    "ACCEPTABLE_DISTANCE",
+    "TEMPORAL_ADDRESS",
+    "COMPETITION_REPO",
+]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_upstream() -> None:
+    """Unset variables take REFERENCE.md's defaults."""
+    settings = load_settings()
+    policy = settings.audit_policy()
+    assert settings.temporal_address == "localhost:7233"
+    assert settings.competition_branch == "main"
+    assert policy.gpu_providers == [ProviderName.TARGON]
+    assert (policy.pods_per_miner, policy.initial_pod_count, policy.max_pod_attempts) == (4, 2, 6)
+    assert (policy.max_prompt_attempts, policy.pod_min_samples, policy.pod_failure_threshold) == (
+        4,
+        8,
+        8,
+    )
+    assert (policy.median_limit_seconds, policy.trim_count, policy.generation_timeout_seconds) == (
+        90.0,
+        6,
+        180.0,
+    )
+    assert policy.acceptable_distance == 0.1
+    assert (policy.max_mismatched_prompts, policy.max_mismatched_critical_prompts) == (6, 1)
+    assert settings.generation_port == 10006
+
+
+def test_comma_list_of_providers_in_priority_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU_PROVIDERS is a comma list, order kept, case and spaces forgiven."""
+    monkeypatch.setenv("GPU_PROVIDERS", "Verda, targon,local")
+    assert load_settings().gpu_providers == [
+        ProviderName.VERDA,
+        ProviderName.TARGON,
+        ProviderName.LOCAL,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GPU_PROVIDERS", "nvidia"),
+        ("PODS_PER_MINER", "0"),
+        ("GENERATION_TIMEOUT", "soon"),
+        ("ACCEPTABLE_DISTANCE", "-1"),
+    ],
+)
+def test_invalid_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A bad value fails at start-up with the variable's name and the value."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert name in str(info.value)
+    assert value in str(info.value)
+
+
+def test_cross_field_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More initial pods than pods per miner is refused."""
+    monkeypatch.setenv("PODS_PER_MINER", "2")
+    monkeypatch.setenv("INITIAL_POD_COUNT", "3")
+    with pytest.raises(SettingsError, match="INITIAL_POD_COUNT"):
+        load_settings()
