@@ -112,7 +112,7 @@ class PodWorkflow:
                 deploy_error = await self._deploy(input)
                 if deploy_error is not None:
                     reason, marked_bad = deploy_error, True
-                    return self._result()
+                    return self._result(reason, marked_bad)
                 await self._tell_parent(
                     input, PodReady(slot=input.slot, attempt=input.attempt, pod_name=input.pod_name)
                 )
@@ -165,7 +165,7 @@ class PodWorkflow:
         if continue_as_new:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(input.model_copy(update={"carried": self._carry()}))
-        return self._result()
+        return self._result(reason, marked_bad)
 
     @workflow.signal(name="assign")
     def assign(self, assignment: Assignment) -> None:
@@ -398,8 +398,8 @@ class PodWorkflow:
             update={"marked_bad": marked_bad, "termination_reason": reason}
         )
 
-    def _result(self) -> PodWorkflowResult:
-        return PodWorkflowResult(stats=summarize(self._stats, self._times))
+    def _result(self, reason: str, marked_bad: bool) -> PodWorkflowResult:
+        return PodWorkflowResult(stats=self._final_stats(reason, marked_bad))
 
     def _live_pod(self) -> PodRef:
         if self._pod is None:
