@@ -66,7 +66,12 @@ async def running_workers(
                 raise SettingsError(
                     "COMPETITION_REPO: required for the generation-orchestrator queue"
                 )
-            http = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=True))
+            # No connection cap: a generation must never wait for a pooled connection (that
+            # wait would be timed as the miner's) and a health probe never queue behind one.
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=50)
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(follow_redirects=True, limits=limits)
+            )
             providers = build_providers(settings)
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)

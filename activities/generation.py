@@ -29,6 +29,7 @@ from activities.artifacts import ArtifactStore
 from models.audit import (
     ArtifactResult,
     FetchArtifactInput,
+    FetchPromptInput,
     GenerateInput,
     GenerateResult,
     ProviderName,
@@ -117,7 +118,21 @@ class GenerationActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
-        return [self.generate, self.fetch_artifact]
+        return [self.fetch_prompt, self.generate, self.fetch_artifact]
+
+    @activity.defn(name="fetch_prompt")
+    async def fetch_prompt(self, input: FetchPromptInput) -> ArtifactResult:
+        """Download a prompt image once per (round, URL) into the store.
+
+        Its own activity, retried by Temporal for as long as the prompt server is down, so an
+        outage on our side never turns into a failed generation charged to the miner.
+        Idempotent: a cached download is returned without a request. Permanent:
+        PROMPT_UNAVAILABLE (4xx, not an image, unsupported or missing URL).
+        """
+        data = await self._prompt_image(input.round, input.url)
+        return ArtifactResult(
+            uri=await asyncio.to_thread(self._store.put_bytes, data, ".png"), size=len(data)
+        )
 
     @activity.defn(name="generate")
     async def generate(self, input: GenerateInput) -> GenerateResult:
@@ -256,6 +271,12 @@ class GenerationActivities:
         if cached is not None:
             return await asyncio.to_thread(self._store.read_bytes, cached.uri)
 
+        if urlparse(url).scheme not in ("http", "https"):
+            raise ApplicationError(
+                f"prompt URL {url!r} is not http(s)",
+                type=ErrorType.PROMPT_UNAVAILABLE,
+                non_retryable=True,
+            )
         async with _download_errors("prompt", url, ErrorType.PROMPT_UNAVAILABLE):
             data = await self._download(url, PROMPT_MAX_BYTES)
 

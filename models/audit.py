@@ -53,6 +53,9 @@ class AuditPolicy(_Frozen):
     generation_heartbeat_seconds: float = Field(
         20.0, gt=0, description="a generate call silent this long means its worker died"
     )
+    pod_idle_check_seconds: float = Field(
+        1800.0, gt=0, description="an idle pod checks this often that its audit still exists"
+    )
 
 
 # --- workflows ----------------------------------------------------------------------------------
@@ -131,6 +134,7 @@ class PodInput(_Frozen):
     """Input of PodWorkflow (id `audit-{round}-{hotkey}-pod-{slot}-{attempt}`)."""
 
     audit_workflow_id: str
+    audit_run_id: str = Field("", description="first run id of the audit's run chain")
     round: int
     hotkey: str
     slot: int
@@ -164,6 +168,7 @@ class PodReady(_Frozen):
     """Signal pod -> parent: the pod is healthy and wants work."""
 
     event: Literal["pod_ready"] = "pod_ready"
+    audit_run_id: str = ""
     slot: int
     attempt: int
     pod_name: str
@@ -180,6 +185,7 @@ class PromptResult(_Frozen):
     """Signal pod -> parent: one assignment's outcome (also means "ready for more")."""
 
     event: Literal["pod_result"] = "pod_result"
+    audit_run_id: str = ""
     slot: int
     attempt: int
     pod_name: str = ""
@@ -199,6 +205,7 @@ class PodFinished(_Frozen):
     """Signal pod -> parent: the pod is gone (stopped, bad, failed to deploy)."""
 
     event: Literal["pod_finished"] = "pod_finished"
+    audit_run_id: str = ""
     slot: int
     attempt: int
     pod_name: str
@@ -296,6 +303,13 @@ class SweepPodsResult(_Frozen):
     """Result of `sweep_pods`."""
 
     deleted: list[str] = Field(default_factory=list)
+
+
+class FetchPromptInput(_Frozen):
+    """Input of `fetch_prompt`: the prompt image, downloaded once per (round, URL)."""
+
+    round: int
+    url: str
 
 
 class GenerateInput(_Frozen):
@@ -408,6 +422,7 @@ class AuditState(BaseModel):
     round_files: RoundFiles
     policy: AuditPolicy
     image: str
+    run_chain_id: str = Field("", description="first run id: keys this audit's side effects")
     prompts: dict[str, PromptState]
     slots: list[SlotState] = Field(default_factory=list)
     inbox: list[PodEvent] = Field(default_factory=list)

@@ -323,7 +323,7 @@ def parse_prompts(path: str, text: str | None) -> PromptsFile:
         if not line:
             continue
         parsed = urlparse(line)
-        if parsed.scheme not in {"http", "https", "file"}:
+        if parsed.scheme not in {"http", "https"}:
             raise CompetitionFileError(
                 path, f"not an http(s) URL: {line!r}", field=f"line {lineno}"
             )

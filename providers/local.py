@@ -238,8 +238,12 @@ class LocalProvider:
             registry = self._read()
             existing = registry.pods.get(name)
             if existing is not None and _alive(existing):
-                logger.info("local pod %s already running (pid %s)", name, existing.pid)
-                return self._info(existing)
+                if existing.image == image:
+                    logger.info("local pod %s already running (pid %s)", name, existing.pid)
+                    return self._info(existing)
+                # Same name, other image (a leftover of an earlier audit): never reuse it.
+                logger.warning("local pod %s runs %s, replacing it", name, existing.image)
+                self._kill(existing)
             record = self._spawn(name, image, options)
             registry.pods[name] = record
             self._write(registry)

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         BuildStatus,
         CompetitionPaths,
         GenerationAudit,
+        PodStats,
         RoundFiles,
     )
     from models.constants import (
@@ -106,6 +107,8 @@ class AuditWorkflow:
                         ),
                     )
                 self._state = self._initial_state(files, policy, image)
+                if not self._state.prompts:
+                    return await self._write_verdict(files, self._decide())
                 self._set_status(AuditStatus.GENERATING)
                 await self._start_pods(self._state.policy.initial_pod_count)
             state = self._state
@@ -116,7 +119,11 @@ class AuditWorkflow:
                 if workflow.info().is_continue_as_new_suggested():
                     await self._continue_as_new(input)
             await self._stop_pods("audit finished" if not state.early_exit else "verdict is final")
-            await self._sweep()
+            try:
+                await self._sweep()
+            except ActivityError as e:
+                # Only a safety net (each pod deleted its own): the verdict is still written.
+                workflow.logger.error("final sweep failed: %s", _failure(e)[0])
             return await self._write_verdict(state.round_files, self._decide())
         except workflow.ContinueAsNewError:
             raise
@@ -208,7 +215,13 @@ class AuditWorkflow:
             )
             for stem, entry in files.submitted.items()
         }
-        return AuditState(round_files=files, policy=policy, image=image, prompts=prompts)
+        return AuditState(
+            round_files=files,
+            policy=policy,
+            image=image,
+            prompts=prompts,
+            run_chain_id=workflow.info().first_execution_run_id,
+        )
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -216,6 +229,10 @@ class AuditWorkflow:
         state = self._require_state()
         while self._inbox:
             event = self._inbox.pop(0)
+            if event.audit_run_id != state.run_chain_id:
+                # A pod of an earlier audit with this id (failed, re-run): not ours.
+                workflow.logger.warning("ignoring %s of another run: %s", event.event, event)
+                continue
             if isinstance(event, PodReady):
                 await self._on_ready(state, event)
             elif isinstance(event, PromptResult):
@@ -277,7 +294,7 @@ class AuditWorkflow:
         if self._generation_over():
             return
         sends = []
-        live = [s.pod_name for s in state.slots if s.status is not SlotStatus.FINISHED]
+        live = [s.pod_name for s in state.slots if s.status in (SlotStatus.IDLE, SlotStatus.BUSY)]
         for slot in state.slots:
             if slot.status is not SlotStatus.IDLE:
                 continue
@@ -296,6 +313,31 @@ class AuditWorkflow:
             await asyncio.gather(*sends)
 
     async def _assign(self, slot: SlotState, prompt: PromptState) -> None:
+        """Signal the assignment; a pod that is already gone gives it back, unstarted."""
+        try:
+            await self._signal_assignment(slot, prompt)
+        except Exception as e:  # the child closed without telling us (e.g. terminated)
+            workflow.logger.warning("pod %s is gone: %s", slot.workflow_id, e)
+            self._pod_vanished(slot)
+
+    def _pod_vanished(self, slot: SlotState) -> None:
+        """A pod child closed without pod_finished: release its work and count it finished."""
+        state = self._require_state()
+        self._inbox.append(
+            PodFinished(
+                slot=slot.slot,
+                attempt=slot.attempt,
+                pod_name=slot.pod_name,
+                stats=state.pod_stats.get(slot.pod_name, PodStats(pod_id=slot.pod_name)).model_copy(
+                    update={"termination_reason": "pod workflow closed unexpectedly"}
+                ),
+                marked_bad=True,
+                reason="pod workflow closed unexpectedly",
+                audit_run_id=state.run_chain_id,
+            )
+        )
+
+    async def _signal_assignment(self, slot: SlotState, prompt: PromptState) -> None:
         if prompt.in_flight is None:
             raise ApplicationError(f"{prompt.stem} assigned without an id", non_retryable=True)
         handle = workflow.get_external_workflow_handle(slot.workflow_id)
@@ -350,6 +392,7 @@ class AuditWorkflow:
             PodWorkflow.run,
             PodInput(
                 audit_workflow_id=info.workflow_id,
+                audit_run_id=state.run_chain_id,
                 round=files.round,
                 hotkey=files.hotkey,
                 slot=slot_index,
@@ -374,10 +417,9 @@ class AuditWorkflow:
             if slot.status in (SlotStatus.FINISHED, SlotStatus.STOPPING):
                 continue
             slot.status = SlotStatus.STOPPING
-            handle = workflow.get_external_workflow_handle(slot.workflow_id)
-            sends.append(handle.signal("stop", StopPod(reason=reason)))
+            sends.append(self._stop_pod(slot, reason))
         if sends:
-            await asyncio.gather(*sends, return_exceptions=False)
+            await asyncio.gather(*sends)
         try:
             while any(s.status is not SlotStatus.FINISHED for s in state.slots):
                 await workflow.wait_condition(lambda: bool(self._inbox), timeout=POD_SHUTDOWN_GRACE)
@@ -385,6 +427,14 @@ class AuditWorkflow:
         except TimeoutError:
             workflow.logger.warning("pods did not finish in %s; sweeping them", POD_SHUTDOWN_GRACE)
             await self._abandon_pods()
+
+    async def _stop_pod(self, slot: SlotState, reason: str) -> None:
+        try:
+            handle = workflow.get_external_workflow_handle(slot.workflow_id)
+            await handle.signal("stop", StopPod(reason=reason))
+        except Exception as e:  # the child closed without telling us
+            workflow.logger.warning("pod %s is gone: %s", slot.workflow_id, e)
+            self._pod_vanished(slot)
 
     async def _sweep(self) -> list[str]:
         state = self._require_state()
@@ -432,7 +482,7 @@ class AuditWorkflow:
     def _decide(self) -> GenerationAudit:
         state = self._require_state()
         files = state.round_files
-        if not state.any_pod_ready:
+        if not state.any_pod_ready and state.prompts:
             return verdict.rejected_without_generation(files.hotkey, verdict.DEPLOY_FAILED_REASON)
         entries = {p.stem: p.entry for p in state.prompts.values() if p.entry is not None}
         checked = (

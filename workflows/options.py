@@ -48,6 +48,13 @@ DEPLOY_POD = ActivityOptions(
     schedule_to_close_timeout=timedelta(minutes=10),
     retry_policy=BACKOFF,
 )
+FETCH_PROMPT = ActivityOptions(
+    # Retried for as long as an outage of the prompt server may reasonably last: a prompt we
+    # cannot fetch is our problem, never a failed generation charged to the miner.
+    start_to_close_timeout=timedelta(minutes=2),
+    schedule_to_close_timeout=timedelta(hours=2),
+    retry_policy=BACKOFF,
+)
 POD_HEALTH = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),
     schedule_to_close_timeout=timedelta(minutes=2),
@@ -104,7 +111,7 @@ def generate(timeout: timedelta, heartbeat: timedelta = timedelta(seconds=20)) -
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=1),
             maximum_interval=timedelta(seconds=10),
-            maximum_attempts=3,
+            maximum_attempts=5,
             non_retryable_error_types=PERMANENT_ERRORS,
         ),
     )

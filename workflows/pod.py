@@ -17,6 +17,7 @@ An assignment id (`stem#attempt`) seen before is dropped, so a re-sent signal ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -26,6 +27,7 @@ from temporalio.exceptions import (
     CancelledError,
     FailureError,
 )
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
@@ -35,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         DeletePodInput,
         DeployPodInput,
         FetchArtifactInput,
+        FetchPromptInput,
         GenerateInput,
         GenerateResult,
         PodCarry,
@@ -113,11 +116,11 @@ class PodWorkflow:
                 if deploy_error is not None:
                     reason, marked_bad = deploy_error, True
                     return self._result(reason, marked_bad)
-                await self._tell_parent(
-                    input, PodReady(slot=input.slot, attempt=input.attempt, pod_name=input.pod_name)
-                )
+                await self._tell_parent(input, self._ready(input))
             while True:
-                await workflow.wait_condition(lambda: bool(self._pending) or self._stop is not None)
+                if not await self._wait_for_work(input):
+                    reason = "audit is gone"
+                    break
                 if self._stop is not None:
                     reason = self._stop.reason
                     break
@@ -148,7 +151,7 @@ class PodWorkflow:
             raise
         finally:
             if not continue_as_new and not evicted:
-                await self._delete(input)
+                reason += await self._delete(input)
                 await self._tell_parent(
                     input,
                     PodFinished(
@@ -160,6 +163,7 @@ class PodWorkflow:
                         deployed=self._pod is not None,
                         reason=reason,
                         unfinished_assignment=unfinished,
+                        audit_run_id=input.audit_run_id,
                     ),
                 )
         if continue_as_new:
@@ -189,40 +193,64 @@ class PodWorkflow:
     # --- steps ----------------------------------------------------------------------------------
 
     async def _deploy(self, input: PodInput) -> str | None:
-        """Rent and warm up the pod unless stopped first; the failure reason, None if healthy."""
-        steps = asyncio.ensure_future(self._deploy_steps(input))
-        await workflow.wait_condition(lambda: steps.done() or self._stop is not None)
-        if not steps.done():
-            steps.cancel()
-            try:
-                await steps
-            except asyncio.CancelledError:
-                pass
-            return "stopped before the pod was healthy"
-        return steps.result()
+        """Rent and warm up the pod unless stopped first; the failure reason, None if healthy.
 
-    async def _deploy_steps(self, input: PodInput) -> str | None:
+        `deploy_pod` is never abandoned half-way: a provider call still running after we gave
+        up on it could rent a pod after our `finally` deleted "nothing" (it waits for the
+        activity to really end, then the pod is deleted by name). Only the warm-up wait races
+        the stop signal.
+        """
         try:
             self._pod = await workflow.execute_activity(
                 "deploy_pod",
                 DeployPodInput(name=input.pod_name, provider=input.provider, image=input.image),
                 result_type=PodRef,
                 summary=f"deploy {input.pod_name} on {input.provider}",
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 **options.DEPLOY_POD,
-            )
-            warmup = timedelta(seconds=input.policy.pod_warmup_timeout_seconds)
-            self._pod = await workflow.execute_activity(
-                "await_pod_healthy",
-                AwaitPodHealthyInput(pod=self._pod, timeout=warmup),
-                result_type=PodRef,
-                summary=f"wait for {input.pod_name} /health",
-                **options.await_pod_healthy(warmup),
             )
         except ActivityError as e:
             _raise_if_cancelled(e)
             message, _ = _failure(e)
             return f"deploy failed on {input.provider}: {message}"
+        warmup = timedelta(seconds=input.policy.pod_warmup_timeout_seconds)
+        healthy = workflow.start_activity(
+            "await_pod_healthy",
+            AwaitPodHealthyInput(pod=self._pod, timeout=warmup),
+            result_type=PodRef,
+            summary=f"wait for {input.pod_name} /health",
+            **options.await_pod_healthy(warmup),
+        )
+        await workflow.wait_condition(lambda: healthy.done() or self._stop is not None)
+        if not healthy.done():
+            healthy.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await healthy
+            return "stopped before the pod was healthy"
+        try:
+            self._pod = healthy.result()
+        except ActivityError as e:
+            _raise_if_cancelled(e)
+            message, _ = _failure(e)
+            return f"deploy failed on {input.provider}: {message}"
         return None
+
+    async def _wait_for_work(self, input: PodInput) -> bool:
+        """Wait for an assignment or stop; while idle, check now and then that the audit exists.
+
+        False when the audit is gone (terminated, reset): then nobody would ever stop this
+        pod, so it leaves and deletes itself rather than stay rented forever.
+        """
+        idle_check = timedelta(seconds=input.policy.pod_idle_check_seconds)
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._pending) or self._stop is not None, timeout=idle_check
+                )
+                return True
+            except TimeoutError:
+                if not await self._tell_parent(input, self._ready(input)):
+                    return False
 
     async def _process(self, input: PodInput, assignment: Assignment) -> PromptResult:
         """Generate, render and score one prompt; model failures become a FAILED result."""
@@ -235,13 +263,31 @@ class PodWorkflow:
             "pod_name": input.pod_name,
             "assignment_id": assignment.assignment_id,
             "stem": assignment.stem,
+            "audit_run_id": input.audit_run_id,
         }
         timeout = timedelta(seconds=input.policy.generation_timeout_seconds)
+        try:
+            await workflow.execute_activity(
+                "fetch_prompt",
+                FetchPromptInput(round=input.round, url=assignment.prompt_url),
+                result_type=ArtifactResult,
+                summary=f"fetch prompt {assignment.stem}",
+                **options.FETCH_PROMPT,
+            )
+        except ActivityError as e:
+            _raise_if_cancelled(e)
+            message, _ = _failure(e)
+            return PromptResult(
+                **base,
+                outcome=PromptResultKind.FAILED,
+                error=message,
+                error_type=ErrorType.PROMPT_UNAVAILABLE,
+            )
         try:
             generated = await workflow.execute_activity(
                 "generate",
                 GenerateInput(
-                    audit_id=input.audit_workflow_id,
+                    audit_id=f"{input.audit_workflow_id}/{input.audit_run_id}",
                     assignment_id=assignment.assignment_id,
                     round=input.round,
                     provider=input.provider,
@@ -308,7 +354,9 @@ class PodWorkflow:
         try:
             submitted = await workflow.execute_activity(
                 "fetch_artifact",
-                FetchArtifactInput(url=assignment.submitted_glb_url, max_bytes=1 << 30),
+                FetchArtifactInput(
+                    url=assignment.submitted_glb_url, max_bytes=input.policy.max_glb_bytes
+                ),
                 result_type=ArtifactResult,
                 summary=f"fetch submitted {assignment.stem}",
                 **options.FETCH_ARTIFACT,
@@ -349,15 +397,22 @@ class PodWorkflow:
             return f"health check failed: {message}"
         return None if healthy else "stopped answering /health"
 
-    async def _delete(self, input: PodInput) -> None:
+    async def _delete(self, input: PodInput) -> str:
         """Delete by name, also when deploy failed half-way (a rented pod is never left behind)."""
         pod = self._pod or PodRef(name=input.pod_name, provider=input.provider)
-        await workflow.execute_activity(
-            "delete_pod",
-            DeletePodInput(pod=pod),
-            summary=f"delete {input.pod_name}",
-            **options.DELETE_POD,
-        )
+        try:
+            await workflow.execute_activity(
+                "delete_pod",
+                DeletePodInput(pod=pod),
+                summary=f"delete {input.pod_name}",
+                **options.DELETE_POD,
+            )
+        except ActivityError as e:
+            # The parent must still hear that this pod ended; its sweep retries the delete.
+            message, _ = _failure(e)
+            workflow.logger.error("could not delete pod %s: %s", input.pod_name, message)
+            return f"; delete failed: {message}"
+        return ""
 
     async def _tell_parent(
         self, input: PodInput, message: PodReady | PromptResult | PodFinished
@@ -400,6 +455,14 @@ class PodWorkflow:
 
     def _result(self, reason: str, marked_bad: bool) -> PodWorkflowResult:
         return PodWorkflowResult(stats=self._final_stats(reason, marked_bad))
+
+    def _ready(self, input: PodInput) -> PodReady:
+        return PodReady(
+            slot=input.slot,
+            attempt=input.attempt,
+            pod_name=input.pod_name,
+            audit_run_id=input.audit_run_id,
+        )
 
     def _live_pod(self) -> PodRef:
         if self._pod is None:

@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.artifacts import ArtifactStore
 from activities.generation import GenerationActivities
-from models.audit import FetchArtifactInput, GenerateInput, ProviderName
+from models.audit import FetchArtifactInput, FetchPromptInput, GenerateInput, ProviderName
 from models.errors import ErrorType
 from tests.helpers import assert_eventually, free_port
 
@@ -421,3 +421,26 @@ async def test_fetch_artifact_file_urls_only_inside_allowed_roots(
         FetchArtifactInput(url=(outside.parent / "nope.glb").as_uri(), max_bytes=1 << 20),
     )
     assert gone.type == ErrorType.SUBMISSION_UNAVAILABLE
+
+
+async def test_fetch_prompt_downloads_once_per_round(
+    miner: FakeMiner, acts: GenerationActivities
+) -> None:
+    """fetch_prompt stores the image; a second fetch (or the generate after it) is cached."""
+    url = f"{miner.base_url}/prompts/chair.png"
+    first = await ActivityEnvironment().run(acts.fetch_prompt, FetchPromptInput(round=1, url=url))
+    again = await ActivityEnvironment().run(acts.fetch_prompt, FetchPromptInput(round=1, url=url))
+    assert first == again and first.size > 0
+    assert miner.requests["prompt/chair.png"] == 1
+
+
+@pytest.mark.parametrize("url", ["", "ftp://host/chair.png", "file:///etc/passwd"])
+async def test_fetch_prompt_without_http_url_is_permanent(
+    acts: GenerationActivities, url: str
+) -> None:
+    """A missing or non-http(s) prompt URL fails at once instead of being retried forever."""
+    error = await run_failing(
+        ActivityEnvironment(), acts.fetch_prompt, FetchPromptInput(round=1, url=url)
+    )
+    assert error.type == ErrorType.PROMPT_UNAVAILABLE
+    assert error.non_retryable

@@ -18,6 +18,7 @@ OPTION_SETS = {
     "DELETE_POD": options.DELETE_POD,
     "SWEEP_PODS": options.SWEEP_PODS,
     "FETCH_ARTIFACT": options.FETCH_ARTIFACT,
+    "FETCH_PROMPT": options.FETCH_PROMPT,
     "gpu": options.gpu("gpu"),
     "await_pod_healthy": options.await_pod_healthy(timedelta(minutes=60)),
     "generate": options.generate(timedelta(seconds=180)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from models.audit import (
     DeletePodInput,
     DeployPodInput,
     FetchArtifactInput,
+    FetchPromptInput,
     GenerateInput,
     GenerateResult,
     PodHealthInput,
@@ -77,6 +79,12 @@ class FakeWorld:
     bad_pods: set[str] = field(default_factory=set)  # pod names whose deploy fails
     errors: dict[str, ErrorType] = field(default_factory=dict)  # stem -> error on every attempt
     generate_calls: list[str] = field(default_factory=list)
+    prompt_fetches: list[str] = field(default_factory=list)
+    prompt_outages: int = 0  # fetch_prompt fails (retryably) this many times first
+    deploy_delay: dict[str, float] = field(default_factory=dict)  # pod name -> seconds
+    undeletable: set[str] = field(default_factory=set)  # pods whose delete is rejected
+    log: list[tuple[str, str]] = field(default_factory=list)  # ("deploy"|"delete", pod) in order
+    generate_audit_ids: list[str] = field(default_factory=list)
     deployed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
@@ -101,7 +109,9 @@ class FakeWorld:
 
         @activity.defn(name="deploy_pod")
         async def deploy_pod(input: DeployPodInput) -> PodRef:
+            await asyncio.sleep(world.deploy_delay.get(input.name, 0.0))
             world.deployed.append(input.name)
+            world.log.append(("deploy", input.name))
             return PodRef(name=input.name, provider=input.provider, container_id=input.name)
 
         @activity.defn(name="await_pod_healthy")
@@ -118,17 +128,38 @@ class FakeWorld:
 
         @activity.defn(name="delete_pod")
         async def delete_pod(input: DeletePodInput) -> None:
+            if input.pod.name in world.undeletable:
+                raise ApplicationError(
+                    "HTTP 403", type=ErrorType.PROVIDER_REJECTED, non_retryable=True
+                )
             world.deleted.append(input.pod.name)
+            world.log.append(("delete", input.pod.name))
 
         @activity.defn(name="sweep_pods")
         async def sweep_pods(input: SweepPodsInput) -> SweepPodsResult:
             world.swept.append(input.prefix)
             return SweepPodsResult()
 
+        @activity.defn(name="fetch_prompt")
+        async def fetch_prompt(input: FetchPromptInput) -> ArtifactResult:
+            stem = input.url.rsplit("/", 1)[1].split(".")[0]
+            world.prompt_fetches.append(stem)
+            if world.prompt_outages > 0:
+                world.prompt_outages -= 1
+                raise ApplicationError(f"prompt {input.url}: HTTP 503, will retry")
+            if world.errors.get(stem) is ErrorType.PROMPT_UNAVAILABLE:
+                raise ApplicationError(
+                    f"prompt {input.url} unavailable: HTTP 404",
+                    type=ErrorType.PROMPT_UNAVAILABLE,
+                    non_retryable=True,
+                )
+            return ArtifactResult(uri=f"file:///prompts/{stem}.png", size=1)
+
         @activity.defn(name="generate")
         async def generate(input: GenerateInput) -> GenerateResult:
             stem = input.assignment_id.split("#")[0]
             world.generate_calls.append(input.assignment_id)
+            world.generate_audit_ids.append(input.audit_id)
             if stem in world.errors:
                 raise ApplicationError(
                     f"{world.errors[stem]} for {stem}", type=world.errors[stem], non_retryable=True
@@ -166,6 +197,7 @@ class FakeWorld:
             check_pod_health,
             delete_pod,
             sweep_pods,
+            fetch_prompt,
             generate,
             fetch_artifact,
             render_preview,

@@ -142,7 +142,8 @@ async def test_unavailable_prompt_fails_once_without_blaming_the_pod(client: Cli
         errors={"p003": ErrorType.PROMPT_UNAVAILABLE},
     )
     result = await run_audit(client, world)
-    assert [c for c in world.generate_calls if c.startswith("p003")] == ["p003#1"]
+    assert world.prompt_fetches.count("p003") == 1
+    assert [c for c in world.generate_calls if c.startswith("p003")] == []
     stats = world.writes[0].files[1].value
     assert isinstance(stats, dict)
     assert sum(s["hard_failed"] for s in stats.values()) == 0
@@ -180,3 +181,56 @@ async def test_last_pod_that_fails_to_deploy_is_replaced(client: Client) -> None
     assert isinstance(stats, dict)
     assert stats["miner-01-5fake-0-0"]["marked_bad"] is True
     assert "deploy failed" in stats["miner-01-5fake-0-0"]["termination_reason"]
+
+
+async def test_empty_submission_is_decided_without_renting_pods(client: Client) -> None:
+    """Nothing submitted: rejected with a clear reason, and no pod is rented."""
+    files = round_files(2).model_copy(update={"submitted": {}})
+    world = FakeWorld(files=files, policy=policy())
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.REJECTED
+    assert result.audit.reason == "No submitted prompts to check"
+    assert world.deployed == []
+
+
+async def test_prompt_server_outage_is_not_charged_to_the_miner(client: Client) -> None:
+    """A prompt server that fails for a while is retried by Temporal; nothing fails."""
+    world = FakeWorld(files=round_files(2), policy=policy(pods_per_miner=1, initial_pod_count=1))
+    world.prompt_outages = 2
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert result.audit.failed_prompts == 0
+    assert sorted(world.generate_calls) == ["p000#1", "p001#1"]
+
+
+async def test_pod_that_cannot_be_deleted_still_ends_and_the_verdict_is_written(
+    client: Client,
+) -> None:
+    """A rejected delete does not hang the audit: the pod reports and the sweep is the net."""
+    world = FakeWorld(files=round_files(3), policy=policy(pods_per_miner=1, initial_pod_count=1))
+    world.undeletable = {"miner-01-5fake-0-0"}
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    stats = world.writes[0].files[1].value
+    assert isinstance(stats, dict)
+    assert "delete failed" in stats["miner-01-5fake-0-0"]["termination_reason"]
+    assert world.swept
+
+
+async def test_pod_stopped_while_deploying_is_deleted_after_it_exists(client: Client) -> None:
+    """Stop during a slow deploy: the deploy finishes first, then that pod is deleted."""
+    world = FakeWorld(files=round_files(1), policy=policy(pods_per_miner=2, initial_pod_count=1))
+    world.deploy_delay = {"miner-01-5fake-1-0": 1.5}
+    await run_audit(client, world)
+    assert sorted(world.deleted) == sorted(world.deployed)
+    for name in world.deployed:
+        assert world.log.index(("deploy", name)) < world.log.index(("delete", name)), world.log
+
+
+async def test_generations_are_keyed_by_this_audit_run(client: Client) -> None:
+    """The generate idempotency key names the audit's run chain, so a re-audit regenerates."""
+    world = FakeWorld(files=round_files(2), policy=policy(pods_per_miner=1, initial_pod_count=1))
+    workflow_id = f"audit-1-{uuid.uuid4()}"
+    await run_audit(client, world, workflow_id=workflow_id)
+    run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    assert world.generate_audit_ids == [f"{workflow_id}/{run_id}"] * 2

@@ -116,7 +116,9 @@ def decide(
             f"Trimmed median generation time ({median:.2f}s) exceeds limit "
             f"({policy.median_limit_seconds:.2f}s)"
         )
-    if median is None and stems:
+    if not stems:
+        reasons.append("No submitted prompts to check")
+    elif median is None:
         reasons.append("No successful generation to time")
     if counts.non_critical > policy.max_mismatched_prompts:
         reasons.append(
