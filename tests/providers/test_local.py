@@ -95,7 +95,7 @@ async def test_deploy_get_health_list_delete(
 async def test_deploy_twice_returns_the_same_process(provider: LocalProvider) -> None:
     """deploy is idempotent by name: same pid, one process, also under concurrent calls."""
     first = await provider.deploy("pod-a", IMAGE)
-    again = await provider.deploy("pod-a", f"{IMAGE}?variant=1")
+    again = await provider.deploy("pod-a", IMAGE)
     assert again.container_id == first.container_id
     racing = await asyncio.gather(*(provider.deploy("pod-b", IMAGE) for _ in range(4)))
     assert len({info.container_id for info in racing}) == 1
@@ -197,3 +197,12 @@ async def test_delete_all_kills_everything(tmp_path: Path) -> None:
         assert await provider.delete_all() == ["pod-0", "pod-1"]
         assert not any(pid_alive(pid) for pid in pids)
         assert await provider.list("") == []
+
+
+async def test_deploy_with_another_image_replaces_the_pod(provider: LocalProvider) -> None:
+    """A pod of the same name running another image (an earlier audit's) is never reused."""
+    first = await provider.deploy("pod-a", IMAGE)
+    other = await provider.deploy("pod-a", f"{IMAGE}?variant=1")
+    assert other.container_id != first.container_id
+    assert not pid_alive(int(first.container_id))
+    assert [c.name for c in await provider.list("pod-")] == ["pod-a"]
