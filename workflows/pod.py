@@ -114,7 +114,8 @@ class PodWorkflow:
             if self._pod is None:
                 deploy_error = await self._deploy(input)
                 if deploy_error is not None:
-                    reason, marked_bad = deploy_error, True
+                    # Stopped while warming up is not a bad pod; failing to get healthy is.
+                    reason, marked_bad = deploy_error, self._stop is None
                     return self._result(reason, marked_bad)
                 await self._tell_parent(input, self._ready(input))
             while True:
