@@ -63,11 +63,7 @@ def compute_verdict(
     """The generation_audits.json entry the repo's files imply, with the configured tolerances."""
     files = load_round_files(source, round_number, hotkey)
     generated = load_generated(source, round_number, hotkey)
-    if files.build is not None and files.build.status.value in (
-        "failure",
-        "not_found",
-        "timed_out",
-    ):
+    if files.build is not None and files.build.status.failed:
         return verdict.rejected_without_generation(hotkey, verdict.BUILD_FAILED_REASON)
     return verdict.decide(hotkey, list(files.submitted), generated, files.critical_prompts, policy)
 

@@ -129,10 +129,7 @@ class GenerationActivities:
         Idempotent: a cached download is returned without a request. Permanent:
         PROMPT_UNAVAILABLE (4xx, not an image, unsupported or missing URL).
         """
-        data = await self._prompt_image(input.round, input.url)
-        return ArtifactResult(
-            uri=await asyncio.to_thread(self._store.put_bytes, data, ".png"), size=len(data)
-        )
+        return await self._prompt_record(input.round, input.url)
 
     @activity.defn(name="generate")
     async def generate(self, input: GenerateInput) -> GenerateResult:
@@ -163,7 +160,8 @@ class GenerationActivities:
 
         # Heartbeat through all of it: a large GLB takes a while to validate and store too.
         async with _heartbeating(self._heartbeat_interval):
-            prompt = await self._prompt_image(input.round, input.prompt_url)
+            record = await self._prompt_record(input.round, input.prompt_url)
+            prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
             body, generation_time = await self._call_miner(input, prompt)
             await asyncio.to_thread(_validate_glb, body)
             uri = await asyncio.to_thread(self._store.put_bytes, body, ".glb")
@@ -262,14 +260,14 @@ class GenerationActivities:
 
     # --- downloads ------------------------------------------------------------------------------
 
-    async def _prompt_image(self, round_number: int, url: str) -> bytes:
-        """The prompt image bytes, downloaded once per (round, URL) and cached in the store."""
+    async def _prompt_record(self, round_number: int, url: str) -> ArtifactResult:
+        """The stored prompt image, downloaded once per (round, URL) and cached in the store."""
         key = json.dumps([round_number, url])
         cached = await asyncio.to_thread(
             self._store.get_record, _RECORD_PROMPT, key, ArtifactResult
         )
         if cached is not None:
-            return await asyncio.to_thread(self._store.read_bytes, cached.uri)
+            return cached
 
         if urlparse(url).scheme not in ("http", "https"):
             raise ApplicationError(
@@ -289,7 +287,7 @@ class GenerationActivities:
         uri = await asyncio.to_thread(self._store.put_bytes, data, ".png")
         record = ArtifactResult(uri=uri, size=len(data))
         await asyncio.to_thread(self._store.put_record, _RECORD_PROMPT, key, record)
-        return data
+        return record
 
     async def _download_submission(self, url: str, max_bytes: int) -> bytes:
         """GET a submitted artifact, mapping failures to SUBMISSION_UNAVAILABLE or retryable."""

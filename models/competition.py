@@ -130,6 +130,11 @@ class BuildStatus(StrEnum):
     NOT_FOUND = "not_found"
     TIMED_OUT = "timed_out"
 
+    @property
+    def failed(self) -> bool:
+        """The build ended without an image: the audit is rejected without generating."""
+        return self in (BuildStatus.FAILURE, BuildStatus.NOT_FOUND, BuildStatus.TIMED_OUT)
+
 
 class BuildEntry(_Entry):
     """One miner's entry of `rounds/{n}/builds.json`."""

@@ -73,7 +73,6 @@ ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
 HOTKEY_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_HOTKEY)
 STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_AUDIT_STATUS)
 POD_SHUTDOWN_GRACE = timedelta(minutes=15)
-FAILED_BUILD_STATES = (BuildStatus.FAILURE, BuildStatus.NOT_FOUND, BuildStatus.TIMED_OUT)
 
 
 @workflow.defn(name="AuditWorkflow")
@@ -197,7 +196,7 @@ class AuditWorkflow:
             build = files.build
             if build is not None and build.status is BuildStatus.SUCCESS and build.docker_image:
                 return build.docker_image
-            if build is not None and build.status in FAILED_BUILD_STATES:
+            if build is not None and build.status.failed:
                 return None
             if workflow.now() >= deadline:
                 return None

@@ -25,9 +25,9 @@ from activities.scoring import (
     camera_pose,
     load_normalized_mesh,
 )
+from demo.tiny_model import build_tiny_dinov3
 from models.audit import RenderPreviewInput, ScoreDistanceInput
 from models.errors import ErrorType
-from tests.tiny_dinov3 import build_tiny_dinov3
 
 WHITE = (255, 255, 255)
 
