@@ -29,7 +29,6 @@ from activities.competition_repo import (
     CompetitionRepoError,
     CompetitionSource,
     DirectorySource,
-    load_generated,
     load_round_files,
 )
 from embedded_temporal import UI_ADDRESS, connect, ensure_server
@@ -60,12 +59,29 @@ def open_source(location: str, settings: Settings) -> CompetitionSource:
 def compute_verdict(
     source: CompetitionSource, round_number: int, hotkey: str, policy: AuditPolicy
 ) -> GenerationAudit:
-    """The generation_audits.json entry the repo's files imply, with the configured tolerances."""
+    """The generation_audits.json entry the repo's files imply, with the configured tolerances.
+
+    As upstream, only the audited set counts: submitted.json entries whose glb or png is null
+    are dropped; every other submitted stem is checked, generated or not.
+    """
     files = load_round_files(source, round_number, hotkey)
-    generated = load_generated(source, round_number, hotkey)
     if files.build is not None and files.build.status.failed:
         return verdict.rejected_without_generation(hotkey, verdict.BUILD_FAILED_REASON)
-    return verdict.decide(hotkey, list(files.submitted), generated, files.critical_prompts, policy)
+    return verdict.decide(
+        hotkey, files.audited_stems(), files.generated, files.critical_prompts, policy
+    )
+
+
+def describe_thresholds(policy: AuditPolicy) -> str:
+    """One line naming every threshold the verdict applies, by its setting name."""
+    return (
+        f"thresholds: GENERATION_TIMEOUT={policy.generation_timeout_seconds:g}s "
+        f"ACCEPTABLE_DISTANCE={policy.acceptable_distance:g} "
+        f"GENERATION_MEDIAN_LIMIT={policy.median_limit_seconds:g}s "
+        f"GENERATION_MEDIAN_TRIM_COUNT={policy.trim_count} "
+        f"MAX_MISMATCHED_PROMPTS={policy.max_mismatched_prompts} "
+        f"MAX_MISMATCHED_CRITICAL_PROMPTS={policy.max_mismatched_critical_prompts}"
+    )
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -168,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--round", type=int, required=True)
     audit.add_argument("--hotkey", required=True)
     audit.add_argument("--no-wait", action="store_true", help="start and return at once")
-    check = sub.add_parser("verdict", help="print the verdict implied by a repo's files (JSON)")
+    check = sub.add_parser(
+        "verdict",
+        help="print the verdict implied by a repo's files (JSON; the thresholds go to stderr)",
+    )
     check.add_argument("--competition-repo", required=True, help="directory, bare repo or git URL")
     check.add_argument("--round", type=int, required=True)
     check.add_argument("--hotkey", required=True)
@@ -187,7 +206,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             run_foreground(settings)
         if args.command == "verdict":
             source = open_source(args.competition_repo, settings)
-            audit = compute_verdict(source, args.round, args.hotkey, settings.audit_policy())
+            policy = settings.audit_policy()
+            audit = compute_verdict(source, args.round, args.hotkey, policy)
+            print(describe_thresholds(policy), file=sys.stderr)
             stdout.write(json.dumps(audit.model_dump(mode="json"), indent=2) + "\n")
             return 0
         return asyncio.run(

@@ -82,7 +82,11 @@ async def running_workers(
             activities: list[Callable[..., Any]] = [
                 *ConfigActivities(policy).activities(),
                 *CompetitionRepoActivities(repo).activities(),
-                *PodActivities(providers, http).activities(),
+                *PodActivities(
+                    providers,
+                    http,
+                    check_interval=timedelta(seconds=settings.check_pod_interval_seconds),
+                ).activities(),
                 *GenerationActivities(
                     store, http, {name: p.auth_headers() for name, p in providers.items()}
                 ).activities(),

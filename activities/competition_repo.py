@@ -39,16 +39,16 @@ from models.audit import (
     WriteFilesResult,
 )
 from models.competition import (
-    BuildsFile,
     CompetitionPaths,
     GenerationEntry,
     GenerationsFile,
-    RequireAuditFile,
     RoundFiles,
     SeedFile,
-    SubmissionsFile,
+    parse_builds,
     parse_competition_file,
     parse_prompts,
+    parse_require_audit,
+    parse_submissions,
 )
 from models.errors import (
     CompetitionFileError,
@@ -489,14 +489,23 @@ def _generations(path: str, text: str | None) -> dict[str, GenerationEntry]:
     return _checked_stems(path, parse_competition_file(GenerationsFile, path, text).root)
 
 
+def _skipped(error: CompetitionFileError) -> None:
+    logger.warning("ignoring another miner's entry: %s", error)
+
+
 def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) -> RoundFiles:
     """Everything an audit of `hotkey` in round `round_number` reads, parsed and checked.
+
+    submissions.json, builds.json and require_audit.json are read entry by entry: only the
+    audited hotkey's entry must validate; another miner's malformed entry is logged and ignored.
 
     Raises:
         UnknownRoundError: the round's seed.json does not exist.
         UnknownHotkeyError: the hotkey has no entry in submissions.json.
-        CompetitionFileError: a required file is missing, or any file is malformed (the
-            message names the file and the field); also for a hotkey with '/' or '..'.
+        CompetitionFileError: a required file is missing, a file is not JSON of the right
+            top-level type, the audited hotkey's entry is malformed, or its submitted.json or
+            generated.json is malformed (the message names the file and the field, which starts
+            with the hotkey for a shared file); also for a hotkey with '/' or '..'.
     """
     seed_path = CompetitionPaths.seed(round_number)
     submitted_path = CompetitionPaths.submitted(round_number, hotkey)
@@ -509,8 +518,8 @@ def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) 
     prompts = parse_prompts(prompts_path, source.read_text(prompts_path)).root
 
     submissions_path = CompetitionPaths.submissions(round_number)
-    submissions = parse_competition_file(
-        SubmissionsFile, submissions_path, source.read_text(submissions_path)
+    submissions = parse_submissions(
+        submissions_path, source.read_text(submissions_path), hotkey, _skipped
     ).root
     submission = submissions.get(hotkey)
     if submission is None:
@@ -523,7 +532,7 @@ def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) 
     critical = (
         []
         if require_text is None
-        else parse_competition_file(RequireAuditFile, require_path, require_text).critical_prompts(
+        else parse_require_audit(require_path, require_text, hotkey, _skipped).critical_prompts(
             hotkey
         )
     )
@@ -533,7 +542,7 @@ def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) 
     build = (
         None
         if builds_text is None
-        else parse_competition_file(BuildsFile, builds_path, builds_text).root.get(hotkey)
+        else parse_builds(builds_path, builds_text, hotkey, _skipped).root.get(hotkey)
     )
     return RoundFiles(
         round=round_number,
@@ -544,6 +553,7 @@ def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) 
         critical_prompts=critical,
         build=build,
         submission=submission,
+        generated=load_generated(source, round_number, hotkey),
     )
 
 

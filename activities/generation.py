@@ -15,6 +15,7 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -58,6 +59,13 @@ CONNECT_TIMEOUT_SECONDS = 30.0
 
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
 """Per-phase (connect/read/write) limit for prompt and submission downloads."""
+
+UPSTREAM_PHASE_TIMEOUT_SECONDS = 30.0
+"""v2 calls: httpx connect, write and pool timeouts (upstream generate.py)."""
+
+UPSTREAM_PROMPT_FILENAME = "prompt.jpg"
+UPSTREAM_PROMPT_TYPE = "image/jpeg"
+"""v2 calls: the prompt part's filename and type as upstream sends them (bytes unchanged)."""
 
 _RETRY_LATER_STATUSES = frozenset({408, 425, 429})
 _RECORD_GENERATE = "generate"
@@ -142,11 +150,24 @@ class GenerationActivities:
         Generation time runs from sending the request to receiving the response headers. The
         activity heartbeats while it waits, so cancellation reaches it.
 
+        Two timing contracts, chosen by `input.download_timeout`:
+            None (v1 pods): `input.timeout` bounds the whole call (upload, generation and body
+                download); slower is MINER_TIMEOUT. The prompt goes as `{stem}.png`, image/png.
+            set (v2 pods, upstream generate.py): httpx timeouts connect/write/pool 30 s and read
+                `timeout + download_timeout` per socket read, no overall deadline. A response
+                whose headers arrive after `input.timeout` is returned with its real
+                `generation_time` (an overtime for the workflow to judge); only a silence longer
+                than the read timeout (or a connect/write/pool timeout) is MINER_TIMEOUT. Only 2xx
+                counts, redirects are not followed, and the prompt bytes go unchanged as
+                `prompt.jpg`, image/jpeg.
+
         Raises:
             ApplicationError: Non-retryable, by type:
                 PROMPT_UNAVAILABLE: the prompt URL answers 4xx, is too large, or is not an image.
-                MINER_TIMEOUT: the whole call took longer than `input.timeout`.
-                MINER_FAILED: HTTP error status, or the pod is unreachable (refused, reset, ...).
+                MINER_TIMEOUT: v1: the whole call took longer than `input.timeout`; v2: an httpx
+                    timeout (see above).
+                MINER_FAILED: HTTP error status (v2: any non-2xx), or the pod is unreachable
+                    (refused, reset, ...).
                 MINER_BAD_OUTPUT: empty body, over `input.max_bytes`, not a loadable GLB.
                 Retryable (no type): the prompt server is down or answers 5xx/429.
         """
@@ -209,6 +230,8 @@ class GenerationActivities:
 
     async def _call_miner(self, input: GenerateInput, prompt: bytes) -> tuple[bytes, float]:
         """POST the prompt to the pod; returns (GLB bytes, seconds until response headers)."""
+        if input.download_timeout is not None:
+            return await self._call_miner_upstream(input, input.download_timeout, prompt)
         url = input.pod_url.rstrip("/") + GENERATE_PATH
         timeout_s = input.timeout.total_seconds()
         filename = f"{_prompt_stem(input.prompt_url)}.png"
@@ -256,6 +279,77 @@ class GenerationActivities:
                 non_retryable=True,
                 category=BENIGN_MODEL_FAILURE,
             ) from exc
+        return glb, generation_time
+
+    async def _call_miner_upstream(
+        self, input: GenerateInput, download_timeout: timedelta, prompt: bytes
+    ) -> tuple[bytes, float]:
+        """Upstream's call (c263c11 generate.py): per-read timeouts, slow answers kept.
+
+        Returns (GLB bytes, seconds from sending the request to the response headers), even when
+        that time exceeds `input.timeout`.
+        """
+        url = input.pod_url.rstrip("/") + GENERATE_PATH
+        timeout_s = input.timeout.total_seconds()
+        read_s = timeout_s + download_timeout.total_seconds()
+        http_timeout = httpx.Timeout(
+            connect=UPSTREAM_PHASE_TIMEOUT_SECONDS,
+            write=UPSTREAM_PHASE_TIMEOUT_SECONDS,
+            pool=UPSTREAM_PHASE_TIMEOUT_SECONDS,
+            read=read_s,
+        )
+        files = {PROMPT_IMAGE_FIELD: (UPSTREAM_PROMPT_FILENAME, prompt, UPSTREAM_PROMPT_TYPE)}
+        data = {SEED_FIELD: str(input.seed)}
+        headers = self._auth_headers.get(input.provider, {})
+        try:
+            started = time.monotonic()
+            async with self._http.stream(
+                "POST",
+                url,
+                files=files,
+                data=data,
+                headers=headers,
+                timeout=http_timeout,
+                follow_redirects=False,
+            ) as response:
+                generation_time = time.monotonic() - started
+                if not response.is_success:
+                    body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
+                    raise ApplicationError(
+                        f"miner returned HTTP {response.status_code}: {body}",
+                        type=ErrorType.MINER_FAILED,
+                        non_retryable=True,
+                        category=BENIGN_MODEL_FAILURE,
+                    )
+                try:
+                    glb = await _read_capped(response, input.max_bytes)
+                except _TooLargeError as exc:
+                    raise ApplicationError(
+                        f"response larger than {exc.limit} bytes",
+                        type=ErrorType.MINER_BAD_OUTPUT,
+                        non_retryable=True,
+                        category=BENIGN_MODEL_FAILURE,
+                    ) from exc
+        except httpx.TimeoutException as exc:
+            raise ApplicationError(
+                _timeout_message(exc, read_s),
+                type=ErrorType.MINER_TIMEOUT,
+                non_retryable=True,
+                category=BENIGN_MODEL_FAILURE,
+            ) from exc
+        except httpx.RequestError as exc:
+            raise ApplicationError(
+                f"pod unreachable: {type(exc).__name__}: {exc}",
+                type=ErrorType.MINER_FAILED,
+                non_retryable=True,
+                category=BENIGN_MODEL_FAILURE,
+            ) from exc
+        if generation_time > timeout_s:
+            activity.logger.info(
+                "generation took %.1fs, over the %gs timeout: kept as an overtime",
+                generation_time,
+                timeout_s,
+            )
         return glb, generation_time
 
     # --- downloads ------------------------------------------------------------------------------
@@ -415,6 +509,17 @@ async def _read_prefix(response: httpx.Response, max_chars: int) -> str:
             break
     text = bytes(buffer).decode("utf-8", errors="replace")
     return text if len(text) <= max_chars else text[:max_chars] + "..."
+
+
+def _timeout_message(exc: httpx.TimeoutException, read_seconds: float) -> str:
+    """What an httpx timeout of a v2 miner call means, for the error message."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"miner sent nothing for {read_seconds:g}s (read timeout)"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"pod not reachable within {UPSTREAM_PHASE_TIMEOUT_SECONDS:g}s (connect timeout)"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"upload stalled for {UPSTREAM_PHASE_TIMEOUT_SECONDS:g}s (write timeout)"
+    return f"no connection within {UPSTREAM_PHASE_TIMEOUT_SECONDS:g}s ({type(exc).__name__})"
 
 
 def _is_permanent_status(status: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +44,12 @@ from providers.base import (
 
 DEFAULT_POLL_INTERVAL = timedelta(seconds=1)
 DEFAULT_PROBE_TIMEOUT = timedelta(seconds=5)
+DEFAULT_CHECK_POD_INTERVAL = timedelta(seconds=30)
+"""v2 awaits: visibility and health poll period when the input sets none (CHECK_POD_INTERVAL)."""
+UPSTREAM_PROBE_TIMEOUT_SECONDS = 30.0
+"""v2 awaits: longest /health request (upstream's client timeout); capped by the poll period."""
+DEFAULT_HEARTBEAT_INTERVAL = timedelta(seconds=5)
+"""v2 awaits: heartbeat period, whatever the poll period (the heartbeat timeout is 30 s)."""
 _DEAD_STATES = (ContainerState.FAILED, ContainerState.STOPPED)
 
 
@@ -78,19 +84,27 @@ class PodActivities:
         http: httpx.AsyncClient,
         poll_interval: timedelta = DEFAULT_POLL_INTERVAL,
         probe_timeout: timedelta = DEFAULT_PROBE_TIMEOUT,
+        *,
+        check_interval: timedelta = DEFAULT_CHECK_POD_INTERVAL,
+        heartbeat_interval: timedelta = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
         """Create the activities.
 
         Args:
             providers: Configured providers by name (`providers.registry.build_providers`).
             http: Client for miner health probes.
-            poll_interval: Pause between polls in `await_pod_healthy`.
-            probe_timeout: Timeout of one health request.
+            poll_interval: Pause between polls in `await_pod_healthy` (v1 awaits).
+            probe_timeout: Timeout of one health request (v1 awaits, `check_pod_health`).
+            check_interval: Poll period of v2 awaits whose input sets no `poll_interval`
+                (CHECK_POD_INTERVAL).
+            heartbeat_interval: Heartbeat period of v2 awaits (keep well under 30 s).
         """
         self._providers = providers
         self._http = http
         self._poll = poll_interval.total_seconds()
         self._probe_timeout = probe_timeout.total_seconds()
+        self._check_interval = check_interval.total_seconds()
+        self._heartbeat = heartbeat_interval.total_seconds()
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
@@ -121,14 +135,22 @@ class PodActivities:
     async def await_pod_healthy(self, input: AwaitPodHealthyInput) -> PodRef:
         """Poll until the pod answers 200 on /health; heartbeats every poll.
 
-        A pod the provider does not list yet is treated as still starting (providers can take a
-        while to show a new container). The deadline counts from the first attempt: it is kept
-        in the heartbeat details, so a retry after a worker restart does not wait afresh.
-        Idempotent (read-only). Permanent: POD_UNHEALTHY (pod failed/stopped, or not healthy
-        within `input.timeout`), PROVIDER_REJECTED.
+        Without `input.visibility_timeout` (v1 pods): each poll asks the provider for the pod,
+        then probes its /health; a pod the provider does not list yet is treated as still
+        starting. One deadline, `input.timeout`, covers listing and health.
+
+        With `input.visibility_timeout` (v2 pods, upstream's acquisition): see
+        `_await_visible_then_healthy`.
+
+        Deadlines count from the first attempt: they are kept in the heartbeat details, so a
+        retry after a worker restart does not wait afresh. Idempotent (read-only). Permanent:
+        POD_UNHEALTHY (pod failed/stopped, or not healthy in time), POD_NOT_VISIBLE (v2 only),
+        PROVIDER_REJECTED. Retryable: PROVIDER_UNAVAILABLE.
         """
         pod = input.pod
         provider = self._provider(pod.provider, pod.name, "await")
+        if input.visibility_timeout is not None:
+            return await self._await_visible_then_healthy(input, input.visibility_timeout, provider)
         started = _first_started_at()
         deadline = started + input.timeout.total_seconds()
         polls = 0
@@ -158,6 +180,118 @@ class PodActivities:
                     non_retryable=True,
                 )
             await asyncio.sleep(min(self._poll, max(deadline - time.time(), 0.0)))
+
+    async def _await_visible_then_healthy(
+        self, input: AwaitPodHealthyInput, visibility_timeout: timedelta, provider: GpuProvider
+    ) -> PodRef:
+        """The v2 await, as upstream's `_try_deploy_pod` visibility loop and `wait_for_healthy`.
+
+        Phase 1 (visibility): ask the provider for the pod every poll period until it is listed
+        with a URL. Not within `visibility_timeout` of the first attempt's start:
+        POD_NOT_VISIBLE. A pod the provider reports failed or stopped: POD_UNHEALTHY at once.
+        Phase 2 (warm-up): `GET {url}/health` every poll period (probe timeout min(30 s,
+        period), redirects not followed, the provider's auth headers), healthy on 200, and no
+        provider calls at all. Not healthy within `input.timeout` of visibility: POD_UNHEALTHY.
+
+        A background task heartbeats every few seconds whatever the poll period, with details
+        (first start, visible at, URL, container id) from which a retry resumes its phase.
+        """
+        pod = input.pod
+        interval = (
+            input.poll_interval.total_seconds()
+            if input.poll_interval is not None
+            else self._check_interval
+        )
+        progress = _Progress.resume(activity.info().heartbeat_details)
+        async with _heartbeating(progress, self._heartbeat):
+            if progress.visible_at is not None and progress.url is not None:
+                visible_at, url = progress.visible_at, progress.url  # a retry, already visible
+            else:
+                visible_at, url = await self._await_visible(
+                    pod, provider, progress, visibility_timeout, interval
+                )
+            deadline = visible_at + input.timeout.total_seconds()
+            probe_timeout = min(UPSTREAM_PROBE_TIMEOUT_SECONDS, interval)
+            headers = provider.auth_headers()
+            probes = 0
+            while True:
+                probes += 1
+                status = await self._probe_url(url, headers, probe_timeout)
+                waited = time.time() - visible_at
+                if status == httpx.codes.OK:
+                    activity.logger.info(
+                        "pod %s on %s healthy %.1fs after it became visible (%d probes)",
+                        pod.name,
+                        pod.provider,
+                        waited,
+                        probes,
+                    )
+                    return PodRef(
+                        name=pod.name,
+                        provider=pod.provider,
+                        container_id=progress.container_id or pod.container_id,
+                        url=url,
+                    )
+                if time.time() >= deadline:
+                    raise ApplicationError(
+                        f"pod {pod.name!r} on {pod.provider} not healthy {waited:.1f}s after it "
+                        f"became visible (warm-up timeout {input.timeout.total_seconds():g}s, "
+                        f"{probes} probes; last: {status})",
+                        type=ErrorType.POD_UNHEALTHY,
+                        non_retryable=True,
+                    )
+                await asyncio.sleep(min(interval, max(deadline - time.time(), 0.0)))
+
+    async def _await_visible(
+        self,
+        pod: PodRef,
+        provider: GpuProvider,
+        progress: _Progress,
+        visibility_timeout: timedelta,
+        interval: float,
+    ) -> tuple[float, str]:
+        """Phase 1 of the v2 await: poll the provider until the pod is listed with a URL.
+
+        Returns (wall-clock time it was first seen visible, its URL), also kept in `progress`.
+        """
+        deadline = progress.started + visibility_timeout.total_seconds()
+        polls = 0
+        while True:
+            polls += 1
+            async with _provider_errors("await", pod.name, pod.provider):
+                try:
+                    info: ContainerInfo | None = await provider.get(pod.name)
+                except ContainerNotFound:
+                    info = None
+            waited = time.time() - progress.started
+            if info is not None and info.state in _DEAD_STATES:
+                raise ApplicationError(
+                    f"pod {pod.name!r} on {pod.provider} is {info.state} before it became "
+                    f"visible (after waiting {waited:.1f}s, {polls} polls)",
+                    type=ErrorType.POD_UNHEALTHY,
+                    non_retryable=True,
+                )
+            if info is not None and info.url:
+                visible_at = progress.visible(info.url, info.container_id)
+                activity.heartbeat(*progress.details())
+                activity.logger.info(
+                    "pod %s on %s visible after %.1fs at %s",
+                    pod.name,
+                    pod.provider,
+                    waited,
+                    info.url,
+                )
+                return visible_at, info.url
+            if time.time() >= deadline:
+                last = "not listed" if info is None else f"listed ({info.state}) without a URL"
+                raise ApplicationError(
+                    f"pod {pod.name!r} on {pod.provider} not visible after waiting {waited:.1f}s "
+                    f"(visibility timeout {visibility_timeout.total_seconds():g}s, {polls} "
+                    f"polls; last: {last})",
+                    type=ErrorType.POD_NOT_VISIBLE,
+                    non_retryable=True,
+                )
+            await asyncio.sleep(min(interval, max(deadline - time.time(), 0.0)))
 
     @activity.defn(name="check_pod_health")
     async def check_pod_health(self, input: PodHealthInput) -> bool:
@@ -258,6 +392,21 @@ class PodActivities:
             return _Poll(status="healthy", ready=_pod_ref(info, url=url))
         return _Poll(status=f"state {info.state}, health: {status}")
 
+    async def _probe_url(
+        self, url: str, headers: Mapping[str, str], wait_seconds: float
+    ) -> int | str:
+        """v2 probe, as upstream: GET {url}/health without following redirects."""
+        try:
+            response = await self._http.get(
+                f"{url.rstrip('/')}{HEALTH_PATH}",
+                headers=dict(headers),
+                timeout=wait_seconds,
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as e:
+            return type(e).__name__
+        return response.status_code
+
     async def _probe(self, url: str, provider: GpuProvider, wait_seconds: float) -> int | str:
         """GET {url}/health: the status code, or a short description of why there is none."""
         try:
@@ -290,3 +439,55 @@ def _first_started_at() -> float:
     if details and isinstance(details[0], int | float):
         return float(details[0])
     return time.time()
+
+
+@dataclass
+class _Progress:
+    """Where a v2 await is; mirrored in its heartbeat details so a retry resumes there."""
+
+    started: float  # wall clock of the first attempt's start
+    visible_at: float | None = None  # wall clock when the pod was first listed with a URL
+    url: str | None = None
+    container_id: str | None = None
+
+    @classmethod
+    def resume(cls, details: Sequence[Any]) -> _Progress:
+        """From the last attempt's heartbeat details (none: a fresh start now)."""
+        if not details or not isinstance(details[0], int | float):
+            return cls(started=time.time())
+        progress = cls(started=float(details[0]))
+        rest = [*details[1:4], None, None, None]
+        visible_at, url, container_id = rest[0], rest[1], rest[2]
+        if isinstance(visible_at, int | float) and isinstance(url, str) and url:
+            progress.visible_at = float(visible_at)
+            progress.url = url
+            progress.container_id = container_id if isinstance(container_id, str) else None
+        return progress
+
+    def visible(self, url: str, container_id: str | None) -> float:
+        """Record that the pod is visible at `url` now; returns now."""
+        self.visible_at = time.time()
+        self.url = url
+        self.container_id = container_id
+        return self.visible_at
+
+    def details(self) -> tuple[float, float | None, str | None, str | None]:
+        return (self.started, self.visible_at, self.url, self.container_id)
+
+
+@asynccontextmanager
+async def _heartbeating(progress: _Progress, interval: float) -> AsyncIterator[None]:
+    """Heartbeat `progress` every `interval` seconds while the block runs (long polls too)."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(*progress.details())
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # asyncio.wait neither raises the task's CancelledError nor swallows our own.
+        await asyncio.wait({task})

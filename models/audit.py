@@ -6,7 +6,7 @@ URIs, never GLB/PNG bytes. Inputs/results are frozen; new fields always get defa
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -35,7 +35,7 @@ class AuditPolicy(_Frozen):
     pods_per_miner: int = 4
     initial_pod_count: int = 2
     max_pod_attempts: int = 6
-    max_prompt_attempts: int = 4
+    max_prompt_attempts: int = 3
     pod_min_samples: int = 8
     pod_failure_threshold: int = 8
     median_limit_seconds: float = 90.0
@@ -56,6 +56,40 @@ class AuditPolicy(_Frozen):
     pod_idle_check_seconds: float = Field(
         1800.0, gt=0, description="an idle pod checks this often that its audit still exists"
     )
+    # Upstream c263c11 rules added with AuditWorkflow v2 (REFERENCE.md sections 6-12).
+    prompt_lock_timeout_seconds: float = Field(600.0, gt=0, description="PROMPT_LOCK_TIMEOUT")
+    warmup_half_window: int = Field(4, ge=1, description="WARMUP_HALF_WINDOW")
+    rolling_median_limit_seconds: float = Field(120.0, gt=0, description="ROLLING_MEDIAN_LIMIT")
+    rolling_median_window: int = Field(8, ge=1, description="upstream's fixed window of 8")
+    retry_delta_min_samples: int = Field(3, ge=0, description="RETRY_DELTA_MIN_SAMPLES")
+    download_timeout_seconds: float = Field(180.0, gt=0, description="DOWNLOAD_TIMEOUT")
+    check_pod_interval_seconds: float = Field(30.0, gt=0, description="CHECK_POD_INTERVAL")
+    pod_acquisition_retry_interval_seconds: float = Field(
+        120.0, ge=0, description="POD_ACQUISITION_RETRY_INTERVAL"
+    )
+    pod_acquisition_max_attempts: int = Field(720, ge=1, description="POD_ACQUISITION_MAX_ATTEMPTS")
+    pod_visibility_timeout_seconds: float = Field(
+        1800.0, gt=0, description="POD_VISIBILITY_TIMEOUT"
+    )
+    pod_start_delay_seconds: float = Field(30.0, ge=0, description="POD_START_DELAY")
+    generated_commit_interval_seconds: float = Field(
+        600.0, ge=0, description="at most one generated.json commit this often (upstream's batcher)"
+    )
+    early_exit: EarlyExit = Field(
+        default_factory=lambda: EarlyExit.MISMATCH_LIMIT,
+        description="when an audit stops generating before every prompt is settled",
+    )
+
+
+class EarlyExit(StrEnum):
+    """When an audit stops generating early (the written entry is upstream's formula either way)."""
+
+    MISMATCH_LIMIT = "mismatch_limit"
+    """Upstream: once 2 x MAX_MISMATCHED_PROMPTS prompts are final mismatches."""
+    VERDICT_FINAL = "verdict_final"
+    """Ours, opt-in: as soon as the mismatches already exceed a tolerance (saves rented time)."""
+    NEVER = "never"
+    """Generate every prompt whatever the mismatches."""
 
 
 # --- workflows ----------------------------------------------------------------------------------
@@ -70,7 +104,12 @@ class AuditInput(_Frozen):
     round: int
     hotkey: str
     policy: AuditPolicy | None = None
-    state: AuditState | None = Field(None, description="set only by continue-as-new")
+    resume: bool = Field(
+        True,
+        description="resume from the miner's generated.json (False: a deliberate re-audit)",
+    )
+    state: AuditState | None = Field(None, description="set only by continue-as-new (v1 runs)")
+    run: AuditRun | None = Field(None, description="set only by continue-as-new (v2 runs)")
 
 
 class AuditResult(_Frozen):
@@ -146,6 +185,9 @@ class PodInput(_Frozen):
     policy: AuditPolicy
     # carried across the pod's own continue-as-new
     carried: PodCarry | None = None
+    protocol: int = Field(
+        1, description="1: pods of v1 audits (per-slot attempts); 2: v2 (upstream acquisition)"
+    )
 
 
 class PodWorkflowResult(_Frozen):
@@ -280,10 +322,17 @@ class DeployPodInput(_Frozen):
 
 
 class AwaitPodHealthyInput(_Frozen):
-    """Input of `await_pod_healthy` (heartbeating poll)."""
+    """Input of `await_pod_healthy` (heartbeating poll).
+
+    With `visibility_timeout` (v2 pods), a pod the provider has not listed with a URL within it
+    fails with POD_NOT_VISIBLE (the pod workflow deletes it and retries the acquisition), and
+    `timeout` (the warm-up) counts from visibility. `poll_interval` overrides the worker's.
+    """
 
     pod: PodRef
     timeout: timedelta
+    visibility_timeout: timedelta | None = None
+    poll_interval: timedelta | None = None
 
 
 class DeletePodInput(_Frozen):
@@ -328,6 +377,11 @@ class GenerateInput(_Frozen):
     seed: int
     timeout: timedelta
     max_bytes: int
+    download_timeout: timedelta | None = Field(
+        None,
+        description="set by v2 pods: the read timeout is timeout + this, per socket read, and a "
+        "slower generation keeps its real time (upstream); None: `timeout` bounds the whole call",
+    )
 
 
 class GenerateResult(_Frozen):
@@ -432,3 +486,91 @@ class AuditState(BaseModel):
     any_pod_ready: bool = False
     early_exit: bool = False
     expanded: bool = False
+
+
+# --- AuditWorkflow v2 state (upstream c263c11 coordinator and trackers) -----------------------
+
+
+class QueuedPrompt(BaseModel):
+    """One audited stem: upstream's PromptEntry (prompt_coordinator.py), in prompts.txt order."""
+
+    stem: str
+    url: str
+    submitted_glb_url: str | None = None
+    attempts: int = Field(0, description="results recorded (upstream's `attempts`)")
+    attempted_by: list[str] = Field(
+        default_factory=list, description="short ids of pods that were assigned it"
+    )
+    locked_by: str | None = None
+    lock_expires: datetime | None = None
+    best: GenerationEntry | None = None
+    done: bool = False
+    issued: int = Field(0, description="assignments handed out; the next id is stem#issued+1")
+
+
+class PodTracker(BaseModel):
+    """Upstream's PodTracker counters for one pod (pod_tracker.py); pure data."""
+
+    processed: int = 0
+    successful: int = 0
+    hard_failed: int = 0
+    hard_overtime: int = 0
+    performance_samples: list[float] = Field(
+        default_factory=list, description="times of fresh (non-retry) successes, in order"
+    )
+    marked_bad: bool = False
+    termination_reason: str = "stopped"
+    retry_cumulative_delta: float = 0.0
+    retry_delta_count: int = 0
+
+
+class PodPhase(StrEnum):
+    """Where one pod of a v2 audit is."""
+
+    ACQUIRING = "acquiring"
+    READY = "ready"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+
+
+class Outstanding(BaseModel):
+    """An assignment handed to a pod and not yet answered."""
+
+    assignment_id: str
+    stem: str
+    is_retry: bool
+
+
+class AuditPod(BaseModel):
+    """One started pod of a v2 audit (index i = upstream's i-th start; name miner-NN-hk10-i)."""
+
+    index: int
+    pod_name: str
+    workflow_id: str
+    initial: bool = Field(False, description="one of the INITIAL_POD_COUNT first pods")
+    phase: PodPhase = PodPhase.ACQUIRING
+    ever_ready: bool = False
+    outstanding: list[Outstanding] = Field(default_factory=list)
+    tracker: PodTracker = Field(default_factory=PodTracker)
+
+
+class AuditRun(BaseModel):
+    """Everything a v2 AuditWorkflow knows; passed whole to continue-as-new."""
+
+    round_files: RoundFiles
+    policy: AuditPolicy
+    image: str
+    run_chain_id: str = Field("", description="first run id: keys this audit's side effects")
+    prompts: dict[str, QueuedPrompt] = Field(default_factory=dict)
+    pods: list[AuditPod] = Field(default_factory=list)
+    inbox: list[PodEvent] = Field(default_factory=list)
+    pod_stats: dict[str, PodStats] = Field(default_factory=dict, description="in finishing order")
+    generations: int = 0
+    pods_started: int = 0
+    starts_wanted: int = Field(0, description="pods to start, POD_START_DELAY apart")
+    next_start_at: datetime | None = None
+    expanded: bool = False
+    early_stop: str | None = Field(None, description="why generation stopped before all was done")
+    generated_dirty: bool = False
+    stats_dirty: bool = False
+    last_commit_at: datetime | None = None

@@ -4,11 +4,16 @@ No I/O here: the competition-repo layer (activities/competition_repo.py) reads t
 head and hands it to `parse_competition_file`, so a bad file yields one `CompetitionFileError`
 naming the file and field. Entry models keep unknown fields (`extra="allow"`): the upstream repo
 evolves and a round trip through us must not drop its data.
+
+Files shared by every miner (submissions.json, builds.json, require_audit.json) are read per
+entry with `parse_submissions`, `parse_builds` and `parse_require_audit`: one miner's odd or
+unknown entry never fails another miner's audit. Only the audited hotkey's entry must validate.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
@@ -116,15 +121,20 @@ class GenerationEntry(_Entry):
     attempts: int = 0
     distance: float | None = None
 
+    def is_failed(self) -> bool:
+        """Upstream's rule: a result without a GLB or a preview URL failed."""
+        return self.glb is None or self.png is None
+
 
 class GenerationsFile(RootModel[dict[str, GenerationEntry]]):
     """`submitted.json` / `generated.json`: stem -> entry."""
 
 
 class BuildStatus(StrEnum):
-    """Docker build state of a submission."""
+    """Docker build state of a submission (every status upstream's build tracker writes)."""
 
     PENDING = "pending"
+    IN_PROGRESS = "in_progress"
     SUCCESS = "success"
     FAILURE = "failure"
     NOT_FOUND = "not_found"
@@ -134,6 +144,11 @@ class BuildStatus(StrEnum):
     def failed(self) -> bool:
         """The build ended without an image: the audit is rejected without generating."""
         return self in (BuildStatus.FAILURE, BuildStatus.NOT_FOUND, BuildStatus.TIMED_OUT)
+
+    @property
+    def terminal(self) -> bool:
+        """The build will not change any more (upstream: success, failure, not_found, timed_out)."""
+        return self is BuildStatus.SUCCESS or self.failed
 
 
 class BuildEntry(_Entry):
@@ -178,19 +193,25 @@ class GenerationAuditsFile(RootModel[dict[str, GenerationAudit]]):
 
 
 class PodStats(_Entry):
-    """One pod of `rounds/{n}/{hotkey}/pod_stats.json` (times in seconds)."""
+    """One pod of `rounds/{n}/{hotkey}/pod_stats.json` (times in seconds), upstream's shape.
 
-    pod_id: str
+    Times summarise the pod's fresh successful generations (0.0 when there are none). Files
+    written by older versions of this tool may hold null times; they still load.
+    """
+
+    pod_id: str = ""
     processed: int = 0
     successful: int = 0
     hard_failed: int = 0
     hard_overtime: int = 0
-    time_min: float | None = None
-    time_max: float | None = None
-    time_avg: float | None = None
-    time_median: float | None = None
+    time_min: float | None = 0.0
+    time_max: float | None = 0.0
+    time_avg: float | None = 0.0
+    time_median: float | None = 0.0
     marked_bad: bool = False
-    termination_reason: str | None = None
+    retry_cumulative_delta: float = 0.0
+    retry_delta_count: int = 0
+    termination_reason: str | None = ""
 
 
 class PodStatsFile(RootModel[dict[str, PodStats]]):
@@ -294,14 +315,22 @@ def _loc(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error.get("loc", ())) or "<root>"
 
 
-def parse_competition_file(model: type[M], path: str, text: str | None) -> M:
-    """Parse a JSON competition file; raise `CompetitionFileError` naming file and field."""
+SkipHandler = Callable[[CompetitionFileError], None]
+"""Told about each entry of another miner that was ignored because it does not validate."""
+
+
+def _json_document(path: str, text: str | None) -> Any:
     if text is None:
         raise CompetitionFileError(path, "file is missing")
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise CompetitionFileError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from e
+
+
+def parse_competition_file(model: type[M], path: str, text: str | None) -> M:
+    """Parse a JSON competition file; raise `CompetitionFileError` naming file and field."""
+    data = _json_document(path, text)
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -309,6 +338,99 @@ def parse_competition_file(model: type[M], path: str, text: str | None) -> M:
         raise CompetitionFileError(
             path, f"{first['msg']} (got {first.get('input')!r:.80})", field=_loc(dict(first))
         ) from e
+
+
+def _wrong_root(path: str, expected: str, data: object) -> CompetitionFileError:
+    return CompetitionFileError(
+        path, f"expected a JSON {expected}, got {type(data).__name__}", field="<root>"
+    )
+
+
+def _entry_error(path: str, hotkey: str, error: ValidationError) -> CompetitionFileError:
+    """The first problem of one hotkey's entry; the field starts with the hotkey."""
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    return CompetitionFileError(
+        path,
+        f"{first['msg']} (got {first.get('input')!r:.80})",
+        field=f"{hotkey}.{loc}" if loc else hotkey,
+    )
+
+
+def _keyed_entries(
+    model: type[M], path: str, text: str | None, hotkey: str | None, on_skip: SkipHandler | None
+) -> dict[str, M]:
+    """A JSON object hotkey -> entry, validated entry by entry (see `parse_submissions`)."""
+    data = _json_document(path, text)
+    if not isinstance(data, dict):
+        raise _wrong_root(path, "object", data)
+    entries: dict[str, M] = {}
+    for key, value in data.items():
+        try:
+            entries[key] = model.model_validate(value)
+        except ValidationError as e:
+            error = _entry_error(path, key, e)
+            if key == hotkey:
+                raise error from e
+            if on_skip is not None:
+                on_skip(error)
+    return entries
+
+
+def parse_submissions(
+    path: str, text: str | None, hotkey: str | None = None, on_skip: SkipHandler | None = None
+) -> SubmissionsFile:
+    """submissions.json, entry by entry: the valid entries (file order).
+
+    The file must be a JSON object. The entry of `hotkey` (the audited miner) must validate,
+    else `CompetitionFileError` whose field starts with the hotkey; every other malformed entry
+    is left out and passed to `on_skip`.
+    """
+    return SubmissionsFile(_keyed_entries(Submission, path, text, hotkey, on_skip))
+
+
+def parse_builds(
+    path: str, text: str | None, hotkey: str | None = None, on_skip: SkipHandler | None = None
+) -> BuildsFile:
+    """builds.json, entry by entry, like `parse_submissions` (an unknown status is malformed)."""
+    return BuildsFile(_keyed_entries(BuildEntry, path, text, hotkey, on_skip))
+
+
+def parse_require_audit(
+    path: str, text: str | None, hotkey: str | None = None, on_skip: SkipHandler | None = None
+) -> RequireAuditFile:
+    """require_audit.json, entry by entry: one valid entry per hotkey (file order).
+
+    The file must be a JSON list. As upstream, the first entry of a hotkey wins and later ones
+    are ignored. The first entry of `hotkey` must validate, else `CompetitionFileError` whose
+    field starts with the hotkey; another miner's malformed first entry drops that miner (passed
+    to `on_skip`), and so does an entry whose `hotkey` is not a string.
+    """
+    data = _json_document(path, text)
+    if not isinstance(data, list):
+        raise _wrong_root(path, "list", data)
+    seen: set[str] = set()
+    entries: list[RequireAuditEntry] = []
+    for index, value in enumerate(data):
+        key = value.get("hotkey") if isinstance(value, dict) else None
+        if not isinstance(key, str):
+            if on_skip is not None:
+                on_skip(
+                    CompetitionFileError(path, "entry without a string hotkey", field=str(index))
+                )
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            entries.append(RequireAuditEntry.model_validate(value))
+        except ValidationError as e:
+            error = _entry_error(path, key, e)
+            if key == hotkey:
+                raise error from e
+            if on_skip is not None:
+                on_skip(error)
+    return RequireAuditFile(entries)
 
 
 def stem_of(url: str) -> str:
@@ -362,3 +484,11 @@ class RoundFiles(BaseModel):
     critical_prompts: list[str]
     build: BuildEntry | None = None
     submission: Submission | None = None
+    generated: dict[str, GenerationEntry] = Field(
+        default_factory=dict,
+        description="the miner's generated.json at the branch head (an audit resumes from it)",
+    )
+
+    def audited_stems(self) -> list[str]:
+        """Upstream's audited set: submitted stems whose glb and png are both present."""
+        return [stem for stem, entry in self.submitted.items() if not entry.is_failed()]

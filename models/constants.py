@@ -42,3 +42,19 @@ def pod_name_prefix(round_number: int, hotkey: str) -> str:
 def pod_name(round_number: int, hotkey: str, slot: int, attempt: int) -> str:
     """Deterministic pod name: a retried deploy finds the pod it already made."""
     return f"{pod_name_prefix(round_number, hotkey)}{slot}-{attempt}"
+
+
+def pod_child_id(audit_id: str, index: int) -> str:
+    """Child id of a v2 audit's `index`-th pod start."""
+    return f"{audit_id}-pod-{index}"
+
+
+def upstream_pod_name(round_number: int, hotkey: str, index: int) -> str:
+    """Upstream's pod id `miner-{round:02d}-{hotkey[:10].lower()}-{i}` (i counts starts)."""
+    return f"{pod_name_prefix(round_number, hotkey)}{index}"
+
+
+def short_pod_id(pod_name: str) -> str:
+    """Upstream's short id (logs, attempted_by): the pod id minus `miner-NN-`."""
+    parts = pod_name.split("-", 2)
+    return parts[2] if len(parts) == 3 else pod_name

@@ -15,6 +15,7 @@ class ErrorType(StrEnum):
     PROVIDER_UNAVAILABLE = "ProviderUnavailable"
     PROVIDER_REJECTED = "ProviderRejected"
     POD_UNHEALTHY = "PodUnhealthy"
+    POD_NOT_VISIBLE = "PodNotVisible"  # not listed with a URL in time: delete, retry acquisition
     PROMPT_UNAVAILABLE = "PromptUnavailable"
     MINER_FAILED = "MinerFailed"
     MINER_BAD_OUTPUT = "MinerBadOutput"
@@ -32,6 +33,7 @@ PERMANENT_ERRORS: list[str] = [
     ErrorType.UNKNOWN_HOTKEY,
     ErrorType.INVALID_INPUT,
     ErrorType.PROVIDER_REJECTED,
+    ErrorType.POD_NOT_VISIBLE,
     ErrorType.PROMPT_UNAVAILABLE,
     ErrorType.MINER_FAILED,
     ErrorType.MINER_BAD_OUTPUT,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.audit import AuditPolicy, ProviderName
+from models.audit import AuditPolicy, EarlyExit, ProviderName
 from models.constants import DEFAULT_DINOV3_MODEL, GPU_TASK_QUEUE, TASK_QUEUE
 
 
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     pods_per_miner: int = Field(4, ge=1, alias="PODS_PER_MINER")
     initial_pod_count: int = Field(2, ge=1, alias="INITIAL_POD_COUNT")
     max_pod_attempts: int = Field(6, ge=1, alias="MAX_POD_ATTEMPTS")
-    max_prompt_attempts: int = Field(4, ge=1, alias="MAX_PROMPT_ATTEMPTS")
+    max_prompt_attempts: int = Field(3, ge=1, alias="MAX_PROMPT_ATTEMPTS")
     pod_min_samples: int = Field(8, ge=1, alias="POD_MIN_SAMPLES")
     pod_failure_threshold: int = Field(8, ge=1, alias="POD_FAILURE_THRESHOLD")
     generation_median_limit_seconds: float = Field(90.0, gt=0, alias="GENERATION_MEDIAN_LIMIT")
@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     pod_warmup_timeout_seconds: float = Field(3600.0, gt=0, alias="POD_WARMUP_TIMEOUT")
     pod_visibility_timeout_seconds: float = Field(1800.0, gt=0, alias="POD_VISIBILITY_TIMEOUT")
     max_glb_bytes: int = Field(256 * 1024 * 1024, ge=1, alias="MAX_GLB_BYTES")
+    prompt_lock_timeout_seconds: float = Field(600.0, gt=0, alias="PROMPT_LOCK_TIMEOUT")
+    warmup_half_window: int = Field(4, ge=1, alias="WARMUP_HALF_WINDOW")
+    rolling_median_limit_seconds: float = Field(120.0, gt=0, alias="ROLLING_MEDIAN_LIMIT")
+    retry_delta_min_samples: int = Field(3, ge=0, alias="RETRY_DELTA_MIN_SAMPLES")
+    download_timeout_seconds: float = Field(180.0, gt=0, alias="DOWNLOAD_TIMEOUT")
+    check_pod_interval_seconds: float = Field(30.0, gt=0, alias="CHECK_POD_INTERVAL")
+    pod_acquisition_retry_interval_seconds: float = Field(
+        120.0, ge=0, alias="POD_ACQUISITION_RETRY_INTERVAL"
+    )
+    pod_acquisition_max_attempts: int = Field(720, ge=1, alias="POD_ACQUISITION_MAX_ATTEMPTS")
+    pod_start_delay_seconds: float = Field(30.0, ge=0, alias="POD_START_DELAY")
+    generated_commit_interval_seconds: float = Field(600.0, ge=0, alias="GENERATED_COMMIT_INTERVAL")
+    early_exit: EarlyExit = Field(EarlyExit.MISMATCH_LIMIT, alias="EARLY_EXIT")
+    hf_token: SecretStr = Field(SecretStr(""), alias="HF_TOKEN")
 
     @field_validator("gpu_providers", mode="before")
     @classmethod
@@ -89,8 +103,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _invariants(self) -> Settings:
+        # Upstream's validators (settings.py:259-274): a pod never retakes a prompt, so a
+        # prompt's attempts need as many distinct pods.
         if self.initial_pod_count > self.pods_per_miner:
             raise ValueError("INITIAL_POD_COUNT must be <= PODS_PER_MINER")
+        if self.max_prompt_attempts > self.pods_per_miner:
+            raise ValueError(
+                f"MAX_PROMPT_ATTEMPTS ({self.max_prompt_attempts}) must be <= PODS_PER_MINER "
+                f"({self.pods_per_miner}): a pod never retakes a prompt it tried"
+            )
+        if self.pods_per_miner > self.max_pod_attempts:
+            raise ValueError(
+                f"PODS_PER_MINER ({self.pods_per_miner}) must be <= MAX_POD_ATTEMPTS "
+                f"({self.max_pod_attempts})"
+            )
         return self
 
     def audit_policy(self) -> AuditPolicy:
@@ -114,6 +140,18 @@ class Settings(BaseSettings):
             pod_warmup_timeout_seconds=self.pod_warmup_timeout_seconds,
             max_glb_bytes=self.max_glb_bytes,
             gpu_task_queue=self.gpu_task_queue,
+            prompt_lock_timeout_seconds=self.prompt_lock_timeout_seconds,
+            warmup_half_window=self.warmup_half_window,
+            rolling_median_limit_seconds=self.rolling_median_limit_seconds,
+            retry_delta_min_samples=self.retry_delta_min_samples,
+            download_timeout_seconds=self.download_timeout_seconds,
+            check_pod_interval_seconds=self.check_pod_interval_seconds,
+            pod_acquisition_retry_interval_seconds=self.pod_acquisition_retry_interval_seconds,
+            pod_acquisition_max_attempts=self.pod_acquisition_max_attempts,
+            pod_visibility_timeout_seconds=self.pod_visibility_timeout_seconds,
+            pod_start_delay_seconds=self.pod_start_delay_seconds,
+            generated_commit_interval_seconds=self.generated_commit_interval_seconds,
+            early_exit=self.early_exit,
         )
 
 

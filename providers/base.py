@@ -6,11 +6,13 @@ Providers never import temporalio: activities/pods.py translates these errors in
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from models.audit import ProviderName
 
@@ -54,9 +56,52 @@ class ContainerNotFound(ProviderError):
     """The named container does not exist (already deleted, or never made)."""
 
 
+PodEnv = Mapping[str, SecretStr]
+"""Environment every pod of a provider gets (HF_TOKEN); values are secrets."""
+
+HF_TOKEN_ENV = "HF_TOKEN"  # noqa: S105 (a variable name, not a secret)
+
+
+def pod_env(hf_token: SecretStr | None) -> dict[str, SecretStr]:
+    """The pod environment from worker settings: HF_TOKEN only when it is non-empty (upstream)."""
+    if hf_token is None or not hf_token.get_secret_value():
+        return {}
+    return {HF_TOKEN_ENV: hf_token}
+
+
+def redact(text: str, env: PodEnv) -> str:
+    """`text` with every pod-environment value replaced by `***` (for error messages)."""
+    for value in env.values():
+        secret = value.get_secret_value()
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+@contextmanager
+def env_redacted(env: PodEnv) -> Iterator[None]:
+    """Re-raise a ProviderError from the block with pod-environment values masked.
+
+    A provider may echo the request body (and with it HF_TOKEN) in an error answer, and error
+    messages end up in workflow histories and logs.
+    """
+    try:
+        yield
+    except ProviderError as e:
+        safe = redact(str(e), env)
+        if safe == str(e):
+            raise
+        raise type(e)(safe) from None
+
+
 @runtime_checkable
 class GpuProvider(Protocol):
-    """What every provider (targon, verda, local, ...) offers. All calls are idempotent by name."""
+    """What every provider (targon, verda, local, ...) offers. All calls are idempotent by name.
+
+    Every pod a provider deploys gets the `PodEnv` the provider was constructed with (from the
+    worker's settings: HF_TOKEN when non-empty, nothing else). It never travels through a
+    workflow or activity payload, and a provider never logs it or puts it in an error message.
+    """
 
     name: ProviderName
 

@@ -34,7 +34,14 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.audit import ProviderName
-from providers.base import ContainerInfo, ContainerNotFound, ContainerState, ProviderRejected
+from providers.base import (
+    HF_TOKEN_ENV,
+    ContainerInfo,
+    ContainerNotFound,
+    ContainerState,
+    PodEnv,
+    ProviderRejected,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +169,11 @@ class LocalProvider:
     name: ProviderName = ProviderName.LOCAL
 
     def __init__(
-        self, state_dir: Path, call_log: Path | None = None, host: str = "127.0.0.1"
+        self,
+        state_dir: Path,
+        call_log: Path | None = None,
+        host: str = "127.0.0.1",
+        env: PodEnv | None = None,
     ) -> None:
         """Create a provider over `state_dir` (created if missing).
 
@@ -170,10 +181,13 @@ class LocalProvider:
             state_dir: Registry, lock and per-pod logs live here; share it across restarts.
             call_log: Passed to every miner as `--call-log` (JSON line per generate call).
             host: Loopback address the miners bind.
+            env: Pod environment (`providers.base.pod_env`), set in every miner process's
+                environment; HF_TOKEN inherited from the worker is dropped unless it is here.
         """
         self._state_dir = state_dir
         self._call_log = call_log
         self._host = host
+        self._env = dict(env or {})
 
     async def deploy(self, name: str, image: str) -> ContainerInfo:
         """Start a miner for `name`, or return the live one already registered under it."""
@@ -272,6 +286,8 @@ class LocalProvider:
         if self._call_log is not None:
             argv += ["--call-log", str(self._call_log.resolve())]
         env = dict(os.environ)
+        env.pop(HF_TOKEN_ENV, None)  # the pod gets the configured token or none, as on a cloud
+        env.update({key: value.get_secret_value() for key, value in self._env.items()})
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
         )

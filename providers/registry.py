@@ -1,8 +1,9 @@
 """Builds the configured GPU providers from settings: one client per name in GPU_PROVIDERS.
 
-The only place that reads provider credentials out of `Settings`; the worker calls it once at
-start-up and hands the dict to `PodActivities`. Missing credentials fail here, at start-up, with
-one message naming every missing environment variable.
+The only place that reads provider credentials and the pods' environment (HF_TOKEN, given to
+every provider at construction) out of `Settings`; the worker calls it once at start-up and hands
+the dict to `PodActivities`. Missing credentials fail here, at start-up, with one message naming
+every missing environment variable.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import SecretStr
 
 from models.audit import ProviderName
 from models.settings import Settings, SettingsError
-from providers.base import GpuProvider
+from providers.base import GpuProvider, pod_env
 from providers.local import LocalProvider
 from providers.targon import TargonProvider
 from providers.verda import VerdaCredentials, VerdaProvider
@@ -52,6 +53,7 @@ def _targon(settings: Settings) -> GpuProvider:
         api_key=_secret(settings.targon_api_key),
         base_url=settings.targon_base_url,
         port=settings.generation_port,
+        env=pod_env(settings.hf_token),
     )
 
 
@@ -62,12 +64,19 @@ def _verda(settings: Settings) -> GpuProvider:
         generation_token=_secret(settings.verda_generation_token),
     )
     return VerdaProvider(
-        credentials, base_url=settings.verda_base_url, port=settings.generation_port
+        credentials,
+        base_url=settings.verda_base_url,
+        port=settings.generation_port,
+        env=pod_env(settings.hf_token),
     )
 
 
 def _local(settings: Settings) -> GpuProvider:
-    return LocalProvider(settings.local_pods_dir, call_log=settings.local_miner_call_log)
+    return LocalProvider(
+        settings.local_pods_dir,
+        call_log=settings.local_miner_call_log,
+        env=pod_env(settings.hf_token),
+    )
 
 
 BUILDERS: dict[ProviderName, Callable[[Settings], GpuProvider]] = {

@@ -22,7 +22,9 @@ from providers.base import (
     ContainerInfo,
     ContainerNotFound,
     ContainerState,
+    PodEnv,
     ProviderUnavailable,
+    env_redacted,
     raise_for_status,
     response_json,
 )
@@ -56,6 +58,7 @@ class TargonProvider:
         port: int = DEFAULT_PORT,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        env: PodEnv | None = None,
     ) -> None:
         """Create a client.
 
@@ -65,8 +68,11 @@ class TargonProvider:
             port: Port the miner image serves on (GENERATION_PORT).
             transport: Injected in tests (`httpx.MockTransport`).
             timeout: Seconds per control-plane request.
+            env: Environment of every deployed container (`providers.base.pod_env`); sent as
+                `container.env`, left out when empty (upstream). Never logged.
         """
         self._port = port
+        self._env = dict(env or {})
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_key}"},
@@ -80,21 +86,27 @@ class TargonProvider:
         if existing:
             logger.info("targon container %s already exists (%s)", name, existing[0].container_id)
             return existing[0]
+        container: dict[str, object] = {"image": image}
+        if self._env:
+            container["env"] = [
+                {"name": key, "value": value.get_secret_value()} for key, value in self._env.items()
+            ]
         body = {
             "name": name,
-            "container": {"image": image, "env": []},
+            "container": container,
             "resource_name": TARGON_RESOURCE,
             "network": {"port": {"port": self._port}, "visibility": "external"},
             "scaling": {"min_replicas": 1, "max_replicas": 1},
         }
-        response = await self._request("POST", "/v1/serverless", f"deploy {name!r}", json=body)
-        data = _json_object(response, f"deploy {name!r}")
-        uid = data.get("serverless_uid") or data.get("uid")
-        if not uid:
-            raise ProviderUnavailable(
-                f"targon deploy {name!r}: response has no serverless_uid: "
-                f"{response.text[:ERROR_BODY_MAX_LENGTH]}"
-            )
+        with env_redacted(self._env):
+            response = await self._request("POST", "/v1/serverless", f"deploy {name!r}", json=body)
+            data = _json_object(response, f"deploy {name!r}")
+            uid = data.get("serverless_uid") or data.get("uid")
+            if not uid:
+                raise ProviderUnavailable(
+                    f"targon deploy {name!r}: response has no serverless_uid: "
+                    f"{response.text[:ERROR_BODY_MAX_LENGTH]}"
+                )
         logger.info("targon container %s created (%s)", name, uid)
         return ContainerInfo(
             name=name,

@@ -25,8 +25,10 @@ from providers.base import (
     ContainerInfo,
     ContainerNotFound,
     ContainerState,
+    PodEnv,
     ProviderRejected,
     ProviderUnavailable,
+    env_redacted,
     raise_for_status,
     response_json,
 )
@@ -96,6 +98,7 @@ class VerdaProvider:
         port: int = DEFAULT_PORT,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        env: PodEnv | None = None,
     ) -> None:
         """Create a client.
 
@@ -105,8 +108,11 @@ class VerdaProvider:
             port: Port the miner image serves on (GENERATION_PORT).
             transport: Injected in tests (`httpx.MockTransport`).
             clock: Monotonic seconds, for token expiry (injected in tests).
+            env: Environment of every deployed container (`providers.base.pod_env`); sent as
+                plain `env` entries of the container, left out when empty. Never logged.
         """
         self._credentials = credentials
+        self._env = dict(env or {})
         self._port = port
         self._clock = clock
         self._http = httpx.AsyncClient(
@@ -125,16 +131,24 @@ class VerdaProvider:
         else:
             logger.info("verda deployment %s already exists", name)
             return existing
+        container: dict[str, object] = {
+            "image": image,
+            "exposed_port": self._port,
+            "healthcheck": {"enabled": True, "port": self._port, "path": "/health"},
+        }
+        if self._env:
+            container["env"] = [
+                {
+                    "name": key,
+                    "value_or_reference_to_secret": value.get_secret_value(),
+                    "type": "plain",
+                }
+                for key, value in self._env.items()
+            ]
         body = {
             "name": name,
             "container_registry_settings": {"is_private": False},
-            "containers": [
-                {
-                    "image": image,
-                    "exposed_port": self._port,
-                    "healthcheck": {"enabled": True, "port": self._port, "path": "/health"},
-                }
-            ],
+            "containers": [container],
             "compute": dict(COMPUTE),
             "is_spot": False,
             "scaling": {
@@ -147,12 +161,13 @@ class VerdaProvider:
                 "scaling_triggers": {"queue_load": {"threshold": 1}},
             },
         }
-        response = await self._request(
-            "POST", DEPLOYMENTS_PATH, f"deploy {name!r}", json=body, conflict_ok=True
-        )
-        if response.status_code == 409:  # created concurrently by an earlier attempt
-            return await self.get(name)
-        data = response_json(response, f"verda deploy {name!r}")
+        with env_redacted(self._env):
+            response = await self._request(
+                "POST", DEPLOYMENTS_PATH, f"deploy {name!r}", json=body, conflict_ok=True
+            )
+            if response.status_code == 409:  # created concurrently by an earlier attempt
+                return await self.get(name)
+            data = response_json(response, f"verda deploy {name!r}")
         logger.info("verda deployment %s created", name)
         return self._info(data if isinstance(data, dict) else {}, name)
 

@@ -1,23 +1,30 @@
-"""AuditWorkflow: audit one miner of one round, end to end. Id `audit-{round}-{hotkey}`.
+"""AuditWorkflow: audit one miner of one round as upstream c263c11 does (`audit-{round}-{hotkey}`).
 
     read the round's files (unknown round/hotkey -> non-retryable failure)
-    wait for the miner's docker build (builds.json); failed -> "Failed to build a docker image"
-    start INITIAL_POD_COUNT PodWorkflow children, expand to PODS_PER_MINER once one is healthy
-    loop: drain the inbox of pod signals (pod_ready / pod_result / pod_finished), then
-          hand every idle pod the prompt with the fewest attempts it has not tried,
-          replace bad pods (next provider in GPU_PROVIDERS, up to MAX_POD_ATTEMPTS per slot),
-          stop early once mismatches make the verdict final,
-          continue-as-new (state carried whole) when the history grows long
-    stop every pod, sweep leftovers by name prefix, decide the verdict, and write
-    generated.json + pod_stats.json + the miner's generation_audits.json entry in one commit.
+    wait for the miner's docker build (builds.json); no runnable image -> "Failed to build..."
+    audited set: submitted entries with glb and png; queue = those stems in prompts.txt order,
+    seeded from the miner's generated.json (a new run resumes; nothing done is paid for twice)
+    start INITIAL_POD_COUNT PodWorkflow children POD_START_DELAY apart; none healthy ->
+    "Failed to deploy a docker image"; once one is healthy keep PODS_PER_MINER pods running,
+    up to MAX_POD_ATTEMPTS starts in all
+    loop: drain the inbox of pod signals, record results in the prompt queue and the pod's
+          tracker (workflows/policy: upstream's coordinator and tracker), stop bad pods and
+          pods with no work, hand each idle pod its next prompt, commit generated.json at most
+          every GENERATED_COMMIT_INTERVAL, continue-as-new when the history grows long
+    stop at all done, or at upstream's mismatch limit (2 x MAX_MISMATCHED_PROMPTS), or when no
+    pod can be started any more; stop every pod, sweep leftovers by name prefix, decide the
+    verdict (upstream's formula) and write generated.json + pod_stats.json + the miner's
+    generation_audits.json entry in one commit.
 
 Signal handlers only append to the inbox; `run` makes every decision, so replay is exact.
-Cancelling the audit cancels the pods, sweeps them and writes nothing.
+Cancelling the audit cancels the pods, sweeps them and writes no verdict.
+Audits started before v2 (no `audit-v2` patch marker) run the frozen v1 code in workflows/legacy.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
@@ -29,21 +36,24 @@ with workflow.unsafe.imports_passed_through():
     from models.audit import (
         Assignment,
         AuditInput,
+        AuditPod,
         AuditPolicy,
         AuditProgress,
         AuditResult,
-        AuditState,
+        AuditRun,
         AuditStatus,
+        EarlyExit,
         JsonFileWrite,
+        Outstanding,
         PodEvent,
         PodFinished,
         PodInput,
+        PodPhase,
         PodReady,
         PromptResult,
-        PromptState,
+        PromptResultKind,
+        QueuedPrompt,
         ReadRoundFilesInput,
-        SlotState,
-        SlotStatus,
         StopPod,
         SweepPodsInput,
         SweepPodsResult,
@@ -51,28 +61,33 @@ with workflow.unsafe.imports_passed_through():
         WriteFilesResult,
     )
     from models.competition import (
-        BuildStatus,
         CompetitionPaths,
         GenerationAudit,
-        PodStats,
+        GenerationEntry,
         RoundFiles,
     )
     from models.constants import (
         SEARCH_ATTRIBUTE_AUDIT_STATUS,
         SEARCH_ATTRIBUTE_HOTKEY,
         SEARCH_ATTRIBUTE_ROUND,
-        pod_name,
+        pod_child_id,
         pod_name_prefix,
-        pod_workflow_id,
+        short_pod_id,
+        upstream_pod_name,
     )
+    from models.errors import ErrorType
     from workflows import options
-    from workflows.pod import PodWorkflow, _failure
-    from workflows.policy import queue, verdict
+    from workflows.failures import failure
+    from workflows.legacy.audit_v1 import AuditV1
+    from workflows.policy import coordinator, pod_tracker, verdict
 
 ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
 HOTKEY_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_HOTKEY)
 STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_AUDIT_STATUS)
 POD_SHUTDOWN_GRACE = timedelta(minutes=15)
+AUDIT_V2_PATCH = "audit-v2"
+"""Marker of audits run by this code; histories without it replay the frozen v1 code."""
+VANISHED = "pod workflow closed unexpectedly"
 
 
 @workflow.defn(name="AuditWorkflow")
@@ -81,15 +96,21 @@ class AuditWorkflow:
 
     @workflow.init
     def __init__(self, input: AuditInput) -> None:
-        self._state: AuditState | None = input.state
-        self._inbox: list[PodEvent] = list(input.state.inbox) if input.state else []
-        self._status = AuditStatus.GENERATING if input.state else AuditStatus.READING
+        carried = input.run.inbox if input.run else input.state.inbox if input.state else []
+        self._inbox: list[PodEvent] = list(carried)
+        self._run: AuditRun | None = input.run
+        self._v1: AuditV1 | None = AuditV1(input, self._inbox) if input.state else None
+        self._status = AuditStatus.GENERATING if input.run else AuditStatus.READING
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
         """Audit the miner and return its generation_audits.json entry."""
+        if self._v1 is None and self._run is None and not workflow.patched(AUDIT_V2_PATCH):
+            self._v1 = AuditV1(input, self._inbox)
+        if self._v1 is not None:
+            return await self._v1.run(input)
         try:
-            if self._state is None:
+            if self._run is None:
                 workflow.upsert_search_attributes(
                     [ROUND_KEY.value_set(input.round), HOTKEY_KEY.value_set(input.hotkey)]
                 )
@@ -105,36 +126,27 @@ class AuditWorkflow:
                             input.hotkey, verdict.BUILD_FAILED_REASON
                         ),
                     )
-                self._state = self._initial_state(files, policy, image)
-                if not self._state.prompts:
-                    return await self._write_verdict(files, self._decide())
-                self._set_status(AuditStatus.GENERATING)
-                await self._start_pods(self._state.policy.initial_pod_count)
-            state = self._state
+                self._run = self._initial_run(files, policy, image, input.resume)
+                if not self._all_done():
+                    self._set_status(AuditStatus.GENERATING)
+                    self._want_pods(policy.initial_pod_count)
             while not self._generation_over():
-                await workflow.wait_condition(lambda: bool(self._inbox))
-                await self._drain_inbox()
+                await self._start_due_pods()
                 await self._dispatch()
+                await self._commit_progress()
                 if workflow.info().is_continue_as_new_suggested():
                     await self._continue_as_new(input)
-            await self._stop_pods("audit finished" if not state.early_exit else "verdict is final")
-            try:
-                await self._sweep()
-            except ActivityError as e:
-                # Only a safety net (each pod deleted its own): the verdict is still written.
-                workflow.logger.error("final sweep failed: %s", _failure(e)[0])
-            return await self._write_verdict(state.round_files, self._decide())
+                await self._wait_for_events()
+                await self._drain_inbox()
+            return await self._finish()
         except workflow.ContinueAsNewError:
             raise
         except (Exception, asyncio.CancelledError) as e:
-            # Cancelled or failed: pods must not outlive the audit; nothing half-done is written.
-            # Not BaseException: GeneratorExit (a stopped worker's cached run being collected) and
-            # the SDK's eviction error must pass untouched, or the cleanup would issue commands
-            # off this run's event loop. Awaited directly (no asyncio.shield): Temporal cancels a
-            # run once, and a shielded task would outlive an eviction.
+            # Cancelled or failed: pods must not outlive the audit; no verdict is written.
+            # Not BaseException: GeneratorExit and the SDK's eviction error must pass untouched.
             cancelled = isinstance(e, asyncio.CancelledError)
             self._set_status(AuditStatus.CANCELLED if cancelled else AuditStatus.FAILED)
-            if self._state is not None and self._state.slots:
+            if self._run is not None and self._run.pods:
                 await self._abandon_pods()
             raise
 
@@ -152,25 +164,27 @@ class AuditWorkflow:
 
     @workflow.signal(name="pod_finished")
     def pod_finished(self, message: PodFinished) -> None:
-        """From PodWorkflow: the pod was deleted; its stats and why it ended."""
+        """From PodWorkflow: the pod was deleted, and why it ended."""
         self._inbox.append(message)
 
     @workflow.query(name="progress")
     def progress(self) -> AuditProgress:
         """What an operator wants to see while the audit runs."""
-        state = self._state
-        if state is None:
+        if self._v1 is not None:
+            return self._v1.progress()
+        run = self._run
+        if run is None:
             return AuditProgress(status=self._status)
-        counts = self._mismatch_counts()
+        counts = self._mismatch_counts(run)
         return AuditProgress(
             status=self._status,
-            total=len(state.prompts),
-            done=sum(1 for p in state.prompts.values() if p.done),
-            in_flight=sum(1 for p in state.prompts.values() if p.in_flight is not None),
+            total=len(run.prompts),
+            done=sum(1 for p in run.prompts.values() if p.done),
+            in_flight=sum(len(p.outstanding) for p in run.pods),
             mismatches=counts.non_critical,
             critical_mismatches=counts.critical,
-            pods_active=sum(1 for s in state.slots if s.status is not SlotStatus.FINISHED),
-            pods_started=state.pods_started,
+            pods_active=sum(1 for p in run.pods if p.phase is not PodPhase.FINISHED),
+            pods_started=run.pods_started,
         )
 
     # --- reading and the build ------------------------------------------------------------------
@@ -185,36 +199,42 @@ class AuditWorkflow:
                 **options.READ_REPO,
             )
         except ActivityError as e:
-            message, error_type = _failure(e)
+            message, error_type = failure(e)
             raise ApplicationError(message, type=error_type, non_retryable=True) from e
         return files
 
     async def _await_build(self, files: RoundFiles, policy: AuditPolicy) -> str | None:
-        """The docker image to audit, or None when the build failed or never finished."""
+        """The docker image to audit; None when the build ended without one or timed out."""
         deadline = workflow.now() + timedelta(seconds=policy.build_timeout_seconds)
         while True:
             build = files.build
-            if build is not None and build.status is BuildStatus.SUCCESS and build.docker_image:
-                return build.docker_image
-            if build is not None and build.status.failed:
-                return None
+            if build is None or build.status.terminal:
+                # Upstream: no build entry, or a terminal one without an image: no runnable image.
+                runnable = build is not None and not build.status.failed
+                return build.docker_image if runnable and build is not None else None
             if workflow.now() >= deadline:
                 return None
             self._set_status(AuditStatus.WAITING_FOR_BUILD)
             await workflow.sleep(timedelta(seconds=policy.check_build_interval_seconds))
             files = await self._read_round_files(AuditInput(round=files.round, hotkey=files.hotkey))
 
-    def _initial_state(self, files: RoundFiles, policy: AuditPolicy, image: str) -> AuditState:
-        urls = {p.stem: p.url for p in files.prompts}
-        prompts = {
-            stem: PromptState(
-                stem=stem,
-                url=urls.get(stem, ""),
-                submitted_glb_url=entry.glb,
+    def _initial_run(
+        self, files: RoundFiles, policy: AuditPolicy, image: str, resume: bool
+    ) -> AuditRun:
+        audited = set(files.audited_stems())
+        prompts: dict[str, QueuedPrompt] = {}
+        for prompt in files.prompts:
+            if prompt.stem not in audited:
+                continue
+            queued = QueuedPrompt(
+                stem=prompt.stem,
+                url=prompt.url,
+                submitted_glb_url=files.submitted[prompt.stem].glb,
             )
-            for stem, entry in files.submitted.items()
-        }
-        return AuditState(
+            if resume:
+                coordinator.seed(queued, files.generated.get(prompt.stem), policy)
+            prompts[prompt.stem] = queued
+        return AuditRun(
             round_files=files,
             policy=policy,
             image=image,
@@ -224,225 +244,310 @@ class AuditWorkflow:
 
     # --- the loop -------------------------------------------------------------------------------
 
+    async def _wait_for_events(self) -> None:
+        """Until a signal arrives, a pod start falls due, or an idle pod's prompt lock expires."""
+        run = self._require_run()
+        now = workflow.now()
+        wakes = []
+        if run.starts_wanted and run.next_start_at is not None:
+            wakes.append(run.next_start_at)
+        if any(p.phase is PodPhase.READY and not p.outstanding for p in run.pods):
+            expiry = coordinator.next_lock_expiry(run.prompts.values(), now)
+            if expiry is not None:
+                wakes.append(expiry)
+        if (run.generated_dirty or run.stats_dirty) and run.last_commit_at is not None:
+            interval = timedelta(seconds=run.policy.generated_commit_interval_seconds)
+            wakes.append(run.last_commit_at + interval)
+        timeout = max(min(wakes) - now, timedelta(seconds=1)) if wakes else None
+        try:
+            await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout)
+        except TimeoutError:
+            pass
+
     async def _drain_inbox(self) -> None:
-        state = self._require_state()
+        run = self._require_run()
         while self._inbox:
             event = self._inbox.pop(0)
-            if event.audit_run_id != state.run_chain_id:
+            if event.audit_run_id != run.run_chain_id:
                 # A pod of an earlier audit with this id (failed, re-run): not ours.
                 workflow.logger.warning("ignoring %s of another run: %s", event.event, event)
                 continue
+            pod = self._pod(event.slot)
+            if pod is None:
+                continue
             if isinstance(event, PodReady):
-                await self._on_ready(state, event)
+                self._on_ready(run, pod)
             elif isinstance(event, PromptResult):
-                self._on_result(state, event)
+                await self._on_result(run, pod, event)
             else:
-                await self._on_finished(state, event)
+                self._on_finished(run, pod, event)
 
-    async def _on_ready(self, state: AuditState, event: PodReady) -> None:
-        slot = self._slot(event.slot, event.attempt)
-        if slot is None or slot.status is not SlotStatus.STARTING:
+    def _on_ready(self, run: AuditRun, pod: AuditPod) -> None:
+        if pod.phase is not PodPhase.ACQUIRING:
             return
-        slot.status = SlotStatus.IDLE
-        slot.ever_ready = True
-        state.any_pod_ready = True
-        if not state.expanded:
-            state.expanded = True
-            pending = sum(1 for p in state.prompts.values() if not p.done)
-            wanted = min(state.policy.pods_per_miner, max(pending, 1))
-            await self._start_pods(wanted - len(state.slots))
+        pod.phase = PodPhase.READY
+        pod.ever_ready = True
+        if not run.expanded:
+            run.expanded = True
+            self._top_up()
 
-    def _on_result(self, state: AuditState, event: PromptResult) -> None:
-        slot = self._slot(event.slot, event.attempt)
-        if slot is not None and slot.assignment == event.assignment_id:
-            slot.assignment = None
-            if slot.status is SlotStatus.BUSY:
-                slot.status = SlotStatus.IDLE
-        prompt = state.prompts.get(event.stem)
-        if prompt is None or prompt.in_flight != event.assignment_id:
-            return  # stale or duplicate: that attempt was already settled
-        state.generations += 1
-        queue.apply_result(prompt, event, state.policy.max_prompt_attempts)
-        if state.policy.stop_early and verdict.verdict_is_final(
-            self._mismatch_counts(), state.policy
-        ):
-            state.early_exit = True
+    async def _on_result(self, run: AuditRun, pod: AuditPod, event: PromptResult) -> None:
+        held = [o for o in pod.outstanding if o.assignment_id == event.assignment_id]
+        if not held:
+            return  # stale or duplicate: that assignment was already settled
+        pod.outstanding.remove(held[0])
+        prompt = run.prompts[held[0].stem]
+        if event.error_type == ErrorType.PROMPT_UNAVAILABLE:
+            # Upstream drops a prompt whose image cannot be downloaded; no pod is charged.
+            coordinator.unlock(prompt)
+            prompt.done = True
+            return
+        run.generations += 1
+        entry = _entry(event)
+        previous = prompt.best
+        original = (
+            previous.generation_time
+            if held[0].is_retry and previous is not None and not previous.is_failed()
+            else None
+        )
+        pod_tracker.record(
+            pod.tracker,
+            success=not entry.is_failed(),
+            generation_time=entry.generation_time,
+            is_retry=held[0].is_retry,
+            original_time=original,
+            policy=run.policy,
+        )
+        if coordinator.record(prompt, entry, run.policy):
+            run.generated_dirty = True
+        self._check_early_stop(run)
+        reason = pod_tracker.termination_reason(pod.tracker, run.policy)
+        if reason is not None and pod.phase is PodPhase.READY:
+            pod_tracker.mark_bad(pod.tracker, reason)
+            workflow.logger.warning("%s is bad: %s", short_pod_id(pod.pod_name), reason)
+            await self._stop_pod(pod, reason)
 
-    async def _on_finished(self, state: AuditState, event: PodFinished) -> None:
-        state.pod_stats[event.pod_name] = event.stats
-        slot = self._slot(event.slot, event.attempt)
-        if slot is None:
+    def _on_finished(self, run: AuditRun, pod: AuditPod, event: PodFinished) -> None:
+        if pod.phase is PodPhase.FINISHED:
             return
-        if slot.assignment is not None:
-            stem = slot.assignment.split("#", 1)[0]
-            prompt = state.prompts.get(stem)
-            if prompt is not None and prompt.in_flight == slot.assignment:
-                started = slot.assignment == event.unfinished_assignment
-                queue.release(prompt, state.policy.max_prompt_attempts, started, slot.pod_name)
-            slot.assignment = None
-        stopping = slot.status is SlotStatus.STOPPING
-        slot.status = SlotStatus.FINISHED
-        if stopping or not self._work_left():
+        pod.phase = PodPhase.FINISHED
+        for held in pod.outstanding:
+            prompt = run.prompts[held.stem]
+            if prompt.locked_by == short_pod_id(pod.pod_name):
+                coordinator.unlock(prompt)  # its result will never come: free it at once
+        pod.outstanding.clear()
+        if pod.ever_ready:
+            if event.marked_bad:
+                pod_tracker.mark_bad(pod.tracker, event.reason)
+            # Upstream: pod_stats has an entry for every pod that became healthy.
+            run.pod_stats[pod.pod_name] = pod_tracker.to_stats(pod.tracker, pod.pod_name)
+            run.stats_dirty = True
+        if run.expanded:
+            self._top_up()
+
+    def _check_early_stop(self, run: AuditRun) -> None:
+        if run.early_stop is not None:
             return
-        if slot.attempt + 1 < state.policy.max_pod_attempts:
-            await self._start_slot(slot.slot, slot.attempt + 1)
+        policy = run.policy
+        if policy.early_exit is EarlyExit.MISMATCH_LIMIT:
+            count = coordinator.mismatch_count(run.prompts.values(), policy)
+            if count >= 2 * policy.max_mismatched_prompts:
+                run.early_stop = pod_tracker.REASON_MISMATCH_LIMIT
+        elif policy.early_exit is EarlyExit.VERDICT_FINAL:
+            settled = [p.stem for p in run.prompts.values() if p.done]
+            best = {s: p.best for s, p in run.prompts.items() if p.best is not None}
+            counts = verdict.count_mismatches(
+                settled, best, run.round_files.critical_prompts, policy
+            )
+            if verdict.verdict_is_final(counts, policy):
+                run.early_stop = pod_tracker.REASON_MISMATCH_LIMIT
 
     async def _dispatch(self) -> None:
-        """Hand work to idle pods; stop pods that can have none."""
-        state = self._require_state()
-        if self._generation_over():
-            return
+        """Hand each idle pod its next prompt; a pod that can never get one leaves."""
+        run = self._require_run()
+        now = workflow.now()
         sends = []
-        live = [s.pod_name for s in state.slots if s.status in (SlotStatus.IDLE, SlotStatus.BUSY)]
-        for slot in state.slots:
-            if slot.status is not SlotStatus.IDLE:
+        for pod in run.pods:
+            if pod.phase is not PodPhase.READY or pod.outstanding:
                 continue
-            prompt = queue.next_prompt(
-                state.prompts.values(), slot.pod_name, state.policy.max_prompt_attempts, live
-            )
+            short_id = short_pod_id(pod.pod_name)
+            allow_retry = pod_tracker.accepts_retries(pod.tracker, run.policy)
+            prompt, is_retry = coordinator.find(run.prompts, short_id, allow_retry, now, run.policy)
             if prompt is None:
-                continue  # stays idle: in-flight work may still fail and come back
-            prompt.attempts += 1
-            prompt.tried_on.append(slot.pod_name)
-            prompt.in_flight = queue.assignment_id(prompt.stem, prompt.attempts)
-            slot.assignment = prompt.in_flight
-            slot.status = SlotStatus.BUSY
-            sends.append(self._assign(slot, prompt))
+                if not coordinator.has_work(run.prompts, short_id, allow_retry, now, run.policy):
+                    pod.tracker.termination_reason = pod_tracker.REASON_NO_WORK
+                    sends.append(self._stop_pod(pod, pod_tracker.REASON_NO_WORK))
+                continue  # else idle until a result or a lock expiry changes the queue
+            coordinator.lock(prompt, short_id, now, run.policy)
+            prompt.issued += 1
+            held = Outstanding(
+                assignment_id=f"{prompt.stem}#{prompt.issued}", stem=prompt.stem, is_retry=is_retry
+            )
+            pod.outstanding.append(held)
+            sends.append(self._assign(pod, prompt, held))
         if sends:
             await asyncio.gather(*sends)
 
-    async def _assign(self, slot: SlotState, prompt: PromptState) -> None:
+    async def _assign(self, pod: AuditPod, prompt: QueuedPrompt, held: Outstanding) -> None:
         """Signal the assignment; a pod that is already gone gives it back, unstarted."""
         try:
-            await self._signal_assignment(slot, prompt)
+            await workflow.get_external_workflow_handle(pod.workflow_id).signal(
+                "assign",
+                Assignment(
+                    assignment_id=held.assignment_id,
+                    stem=prompt.stem,
+                    attempt=prompt.attempts + 1,
+                    prompt_url=prompt.url,
+                    submitted_glb_url=prompt.submitted_glb_url,
+                ),
+            )
         except Exception as e:  # the child closed without telling us (e.g. terminated)
-            workflow.logger.warning("pod %s is gone: %s", slot.workflow_id, e)
-            self._pod_vanished(slot)
+            workflow.logger.warning("pod %s is gone: %s", pod.workflow_id, e)
+            self._pod_vanished(pod)
 
-    def _pod_vanished(self, slot: SlotState) -> None:
-        """A pod child closed without pod_finished: release its work and count it finished."""
-        state = self._require_state()
+    def _pod_vanished(self, pod: AuditPod) -> None:
+        """A pod child closed without pod_finished: treat it as finished, marked bad."""
+        run = self._require_run()
         self._inbox.append(
             PodFinished(
-                slot=slot.slot,
-                attempt=slot.attempt,
-                pod_name=slot.pod_name,
-                stats=state.pod_stats.get(slot.pod_name, PodStats(pod_id=slot.pod_name)).model_copy(
-                    update={"termination_reason": "pod workflow closed unexpectedly"}
-                ),
+                slot=pod.index,
+                attempt=0,
+                pod_name=pod.pod_name,
+                stats=pod_tracker.to_stats(pod.tracker, pod.pod_name),
                 marked_bad=True,
-                reason="pod workflow closed unexpectedly",
-                audit_run_id=state.run_chain_id,
+                reason=VANISHED,
+                audit_run_id=run.run_chain_id,
             )
         )
 
-    async def _signal_assignment(self, slot: SlotState, prompt: PromptState) -> None:
-        if prompt.in_flight is None:
-            raise ApplicationError(f"{prompt.stem} assigned without an id", non_retryable=True)
-        handle = workflow.get_external_workflow_handle(slot.workflow_id)
-        await handle.signal(
-            "assign",
-            Assignment(
-                assignment_id=prompt.in_flight,
-                stem=prompt.stem,
-                attempt=prompt.attempts,
-                prompt_url=prompt.url,
-                submitted_glb_url=prompt.submitted_glb_url,
-            ),
-        )
-
-    def _work_left(self) -> bool:
-        """Prompts still to generate, and the verdict not yet final."""
-        state = self._require_state()
-        return not state.early_exit and not all(p.done for p in state.prompts.values())
+    def _all_done(self) -> bool:
+        run = self._require_run()
+        return coordinator.all_done(run.prompts, workflow.now(), run.policy)
 
     def _generation_over(self) -> bool:
-        state = self._require_state()
-        if not self._work_left():
+        run = self._require_run()
+        if run.early_stop is not None or self._all_done():
             return True
-        live = [s for s in state.slots if s.status is not SlotStatus.FINISHED]
-        return not live and bool(state.slots)
+        live = [p for p in run.pods if p.phase is not PodPhase.FINISHED]
+        return not live and (run.starts_wanted == 0 or not self._may_start_pod())
 
     # --- pods -----------------------------------------------------------------------------------
 
-    async def _start_pods(self, count: int) -> None:
-        state = self._require_state()
-        first = len(state.slots)
-        await asyncio.gather(*(self._start_slot(first + i, 0) for i in range(max(count, 0))))
-
-    async def _start_slot(self, slot_index: int, attempt: int) -> None:
-        state = self._require_state()
-        info = workflow.info()
-        files = state.round_files
-        providers = state.policy.gpu_providers
-        provider = providers[(slot_index + attempt) % len(providers)]
-        name = pod_name(files.round, files.hotkey, slot_index, attempt)
-        child_id = pod_workflow_id(info.workflow_id, slot_index, attempt)
-        slot = SlotState(
-            slot=slot_index, attempt=attempt, provider=provider, pod_name=name, workflow_id=child_id
+    def _may_start_pod(self) -> bool:
+        run = self._require_run()
+        return (
+            run.pods_started < run.policy.max_pod_attempts
+            and run.early_stop is None
+            and not self._all_done()
         )
-        existing = [i for i, s in enumerate(state.slots) if s.slot == slot_index]
-        if existing:
-            state.slots[existing[0]] = slot
-        else:
-            state.slots.append(slot)
-        state.pods_started += 1
+
+    def _want_pods(self, count: int) -> None:
+        """Schedule `count` more pod starts, POD_START_DELAY apart (the first one now)."""
+        run = self._require_run()
+        if count <= 0:
+            return
+        if run.starts_wanted == 0:
+            run.next_start_at = workflow.now()
+        run.starts_wanted += count
+
+    def _top_up(self) -> None:
+        """Keep PODS_PER_MINER pods live (started or scheduled), within MAX_POD_ATTEMPTS."""
+        run = self._require_run()
+        live = sum(1 for p in run.pods if p.phase is not PodPhase.FINISHED)
+        self._want_pods(run.policy.pods_per_miner - live - run.starts_wanted)
+
+    async def _start_due_pods(self) -> None:
+        run = self._require_run()
+        while run.starts_wanted and run.next_start_at is not None:
+            if not self._may_start_pod():
+                run.starts_wanted = 0
+                return
+            if workflow.now() < run.next_start_at:
+                return
+            run.starts_wanted -= 1
+            run.next_start_at = workflow.now() + timedelta(
+                seconds=run.policy.pod_start_delay_seconds
+            )
+            await self._start_pod()
+
+    async def _start_pod(self) -> None:
+        run = self._require_run()
+        info = workflow.info()
+        files = run.round_files
+        index = run.pods_started
+        run.pods_started += 1
+        providers = run.policy.gpu_providers
+        pod = AuditPod(
+            index=index,
+            pod_name=upstream_pod_name(files.round, files.hotkey, index),
+            workflow_id=pod_child_id(info.workflow_id, index),
+            initial=not run.expanded,
+        )
+        run.pods.append(pod)
         await workflow.start_child_workflow(
-            PodWorkflow.run,
+            "PodWorkflow",
             PodInput(
                 audit_workflow_id=info.workflow_id,
-                audit_run_id=state.run_chain_id,
+                audit_run_id=run.run_chain_id,
                 round=files.round,
                 hotkey=files.hotkey,
-                slot=slot_index,
-                attempt=attempt,
-                pod_name=name,
-                provider=provider,
-                image=state.image,
+                slot=index,
+                attempt=0,
+                pod_name=pod.pod_name,
+                provider=providers[index % len(providers)],
+                image=run.image,
                 seed=files.seed,
-                policy=state.policy,
+                policy=run.policy,
+                protocol=2,
             ),
-            id=child_id,
+            id=pod.workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"pod {slot_index} attempt {attempt} on {provider}",
+            static_summary=f"pod {pod.pod_name}",
         )
 
-    async def _stop_pods(self, reason: str) -> None:
-        """Ask every live pod to finish; wait (bounded) until each reports it is gone."""
-        state = self._require_state()
-        sends = []
-        for slot in state.slots:
-            if slot.status in (SlotStatus.FINISHED, SlotStatus.STOPPING):
-                continue
-            slot.status = SlotStatus.STOPPING
-            sends.append(self._stop_pod(slot, reason))
-        if sends:
-            await asyncio.gather(*sends)
+    async def _stop_pod(self, pod: AuditPod, reason: str) -> None:
+        if pod.phase in (PodPhase.STOPPING, PodPhase.FINISHED):
+            return
+        pod.phase = PodPhase.STOPPING
         try:
-            while any(s.status is not SlotStatus.FINISHED for s in state.slots):
+            await workflow.get_external_workflow_handle(pod.workflow_id).signal(
+                "stop", StopPod(reason=reason)
+            )
+        except Exception as e:  # the child closed without telling us
+            workflow.logger.warning("pod %s is gone: %s", pod.workflow_id, e)
+            self._pod_vanished(pod)
+
+    async def _stop_all_pods(self, reason: str) -> None:
+        """Ask every live pod to finish; wait (bounded) until each reports it is gone.
+
+        Results that arrive meanwhile still count, as upstream's in-flight generations do.
+        """
+        run = self._require_run()
+        stops = []
+        for pod in run.pods:
+            untold = pod.tracker.termination_reason == pod_tracker.REASON_STOPPED
+            if pod.phase is PodPhase.READY and not pod.tracker.marked_bad and untold:
+                pod.tracker.termination_reason = reason
+            stops.append(self._stop_pod(pod, reason))
+        if stops:
+            await asyncio.gather(*stops)
+        try:
+            while any(p.phase is not PodPhase.FINISHED for p in run.pods):
                 await workflow.wait_condition(lambda: bool(self._inbox), timeout=POD_SHUTDOWN_GRACE)
                 await self._drain_inbox()
         except TimeoutError:
             workflow.logger.warning("pods did not finish in %s; sweeping them", POD_SHUTDOWN_GRACE)
             await self._abandon_pods()
 
-    async def _stop_pod(self, slot: SlotState, reason: str) -> None:
-        try:
-            handle = workflow.get_external_workflow_handle(slot.workflow_id)
-            await handle.signal("stop", StopPod(reason=reason))
-        except Exception as e:  # the child closed without telling us
-            workflow.logger.warning("pod %s is gone: %s", slot.workflow_id, e)
-            self._pod_vanished(slot)
-
     async def _sweep(self) -> list[str]:
-        state = self._require_state()
-        files = state.round_files
+        run = self._require_run()
+        files = run.round_files
         result = await workflow.execute_activity(
             "sweep_pods",
             SweepPodsInput(
                 prefix=pod_name_prefix(files.round, files.hotkey),
-                providers=sorted(set(state.policy.gpu_providers)),
+                providers=sorted(set(run.policy.gpu_providers)),
             ),
             result_type=SweepPodsResult,
             summary="delete every pod of this audit",
@@ -452,76 +557,121 @@ class AuditWorkflow:
 
     async def _abandon_pods(self) -> None:
         """Cancel every pod child still running, then sweep pods by prefix."""
-        state = self._require_state()
-        for slot in state.slots:
-            if slot.status is SlotStatus.FINISHED:
+        run = self._require_run()
+        for pod in run.pods:
+            if pod.phase is PodPhase.FINISHED:
                 continue
             try:
-                await workflow.get_external_workflow_handle(slot.workflow_id).cancel()
+                await workflow.get_external_workflow_handle(pod.workflow_id).cancel()
             except Exception as e:  # already closed
-                workflow.logger.info("pod %s not cancelled: %s", slot.workflow_id, e)
+                workflow.logger.info("pod %s not cancelled: %s", pod.workflow_id, e)
         await self._sweep()
 
     async def _continue_as_new(self, input: AuditInput) -> None:
-        state = self._require_state()
+        run = self._require_run()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        state.inbox = list(self._inbox)
-        workflow.continue_as_new(AuditInput(round=input.round, hotkey=input.hotkey, state=state))
+        run.inbox = list(self._inbox)
+        workflow.continue_as_new(AuditInput(round=input.round, hotkey=input.hotkey, run=run))
 
-    # --- verdict --------------------------------------------------------------------------------
+    # --- results and the verdict ----------------------------------------------------------------
 
-    def _mismatch_counts(self) -> verdict.MismatchCounts:
-        state = self._require_state()
-        done = [p.stem for p in state.prompts.values() if p.done]
-        entries = {p.stem: p.entry for p in state.prompts.values() if p.entry is not None}
-        return verdict.count_mismatches(
-            done, entries, state.round_files.critical_prompts, state.policy
+    async def _finish(self) -> AuditResult:
+        """Stop the pods, sweep, decide and write everything in one commit."""
+        run = self._require_run()
+        if run.early_stop is not None:
+            reason = run.early_stop
+        elif self._all_done():
+            reason = pod_tracker.REASON_NO_WORK
+        else:
+            reason = pod_tracker.REASON_STOPPED
+        await self._stop_all_pods(reason)
+        if run.pods:
+            try:
+                await self._sweep()
+            except ActivityError as e:
+                # Only a safety net (each pod deleted its own): the verdict is still written.
+                workflow.logger.error("final sweep failed: %s", failure(e)[0])
+        files = run.round_files
+        if run.pods and not any(p.ever_ready for p in run.pods):
+            audit = verdict.rejected_without_generation(files.hotkey, verdict.DEPLOY_FAILED_REASON)
+            return await self._write_verdict(files, audit)
+        best = {s: p.best for s, p in run.prompts.items() if p.best is not None}
+        audit = verdict.decide(
+            files.hotkey, files.audited_stems(), best, files.critical_prompts, run.policy
         )
+        return await self._write_verdict(files, audit, progress=self._progress_files(run))
 
-    def _decide(self) -> GenerationAudit:
-        state = self._require_state()
-        files = state.round_files
-        if not state.any_pod_ready and state.prompts:
-            return verdict.rejected_without_generation(files.hotkey, verdict.DEPLOY_FAILED_REASON)
-        entries = {p.stem: p.entry for p in state.prompts.values() if p.entry is not None}
-        checked = (
-            [p.stem for p in state.prompts.values() if p.done]
-            if state.early_exit
-            else list(state.prompts)
+    def _progress_files(self, run: AuditRun) -> list[JsonFileWrite]:
+        """generated.json (upstream's entry shape, prompts.txt order) and pod_stats.json."""
+        files = run.round_files
+        generated = {
+            stem: _upstream_entry(prompt.best)
+            for stem, prompt in run.prompts.items()
+            if prompt.best is not None
+        }
+        writes = [
+            JsonFileWrite(
+                path=CompetitionPaths.generated(files.round, files.hotkey), value=generated
+            )
+        ]
+        if run.pod_stats:
+            stats = {name: s.model_dump(mode="json") for name, s in run.pod_stats.items()}
+            writes.append(
+                JsonFileWrite(
+                    path=CompetitionPaths.pod_stats(files.round, files.hotkey), value=stats
+                )
+            )
+        return writes
+
+    async def _commit_progress(self) -> None:
+        """Commit generated.json / pod_stats.json as results arrive, batched like upstream's git
+        batcher (the first change at once, then at most every GENERATED_COMMIT_INTERVAL)."""
+        run = self._require_run()
+        if not (run.generated_dirty or run.stats_dirty):
+            return
+        now = workflow.now()
+        interval = timedelta(seconds=run.policy.generated_commit_interval_seconds)
+        if run.last_commit_at is not None and now - run.last_commit_at < interval:
+            return
+        files = run.round_files
+        await workflow.execute_activity(
+            "write_files",
+            WriteFilesInput(
+                message=_commit_message(files, generated=True, stats=bool(run.pod_stats)),
+                files=self._progress_files(run),
+            ),
+            result_type=WriteFilesResult,
+            summary="commit results so far",
+            **options.WRITE_REPO,
         )
-        return verdict.decide(files.hotkey, checked, entries, files.critical_prompts, state.policy)
+        run.generated_dirty = run.stats_dirty = False
+        run.last_commit_at = now
 
-    async def _write_verdict(self, files: RoundFiles, audit: GenerationAudit) -> AuditResult:
+    def _mismatch_counts(self, run: AuditRun) -> verdict.MismatchCounts:
+        settled = [p.stem for p in run.prompts.values() if p.done]
+        best = {s: p.best for s, p in run.prompts.items() if p.best is not None}
+        return verdict.count_mismatches(settled, best, run.round_files.critical_prompts, run.policy)
+
+    async def _write_verdict(
+        self, files: RoundFiles, audit: GenerationAudit, progress: Sequence[JsonFileWrite] = ()
+    ) -> AuditResult:
         self._set_status(AuditStatus.WRITING)
         writes = [
+            *progress,
             JsonFileWrite(
                 path=CompetitionPaths.generation_audits(files.round),
                 value=audit.model_dump(mode="json"),
                 merge_key=files.hotkey,
-            )
+            ),
         ]
-        state = self._state
-        if state is not None:
-            generated = {
-                p.stem: p.entry.model_dump(mode="json")
-                for p in state.prompts.values()
-                if p.entry is not None
-            }
-            stats = {name: s.model_dump(mode="json") for name, s in state.pod_stats.items()}
-            writes = [
-                JsonFileWrite(
-                    path=CompetitionPaths.generated(files.round, files.hotkey), value=generated
-                ),
-                JsonFileWrite(
-                    path=CompetitionPaths.pod_stats(files.round, files.hotkey), value=stats
-                ),
-                *writes,
-            ]
         written = await workflow.execute_activity(
             "write_files",
             WriteFilesInput(
-                message=(
-                    f"Generation audit of {files.hotkey} (round {files.round}): {audit.outcome}"
+                message=_commit_message(
+                    files,
+                    generated=any(w.path.endswith("/generated.json") for w in progress),
+                    stats=any(w.path.endswith("/pod_stats.json") for w in progress),
+                    audits=True,
                 ),
                 files=writes,
             ),
@@ -531,29 +681,79 @@ class AuditWorkflow:
         )
         self._set_status(AuditStatus(audit.outcome.value))
         await workflow.wait_condition(workflow.all_handlers_finished)
+        run = self._run
         return AuditResult(
             audit=audit,
             commit=written.commit,
-            generations=state.generations if state else 0,
-            pods_started=state.pods_started if state else 0,
-            early_exit=state.early_exit if state else False,
+            generations=run.generations if run else 0,
+            pods_started=run.pods_started if run else 0,
+            early_exit=run.early_stop is not None if run else False,
         )
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _require_state(self) -> AuditState:
-        if self._state is None:
+    def _require_run(self) -> AuditRun:
+        if self._run is None:
             raise ApplicationError(
                 "audit state used before the build was known", non_retryable=True
             )
-        return self._state
+        return self._run
 
-    def _slot(self, index: int, attempt: int) -> SlotState | None:
-        for slot in self._require_state().slots:
-            if slot.slot == index and slot.attempt == attempt:
-                return slot
+    def _pod(self, index: int) -> AuditPod | None:
+        for pod in self._require_run().pods:
+            if pod.index == index:
+                return pod
         return None
 
     def _set_status(self, status: AuditStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
+
+
+def _entry(result: PromptResult) -> GenerationEntry:
+    """The generated.json entry one pod result stands for (upstream's GenerationResult)."""
+    if result.outcome is PromptResultKind.GENERATED:
+        distance = result.distance
+        return GenerationEntry(
+            glb=result.glb_uri,
+            png=result.png_uri,
+            generation_time=result.generation_time or 0.0,
+            size=result.size or 0,
+            distance=coordinator.UNMEASURABLE_DISTANCE if distance is None else distance,
+        )
+    if result.glb_uri is not None:
+        # Render failed: upstream keeps the GLB URL, time and size; png null makes it failed.
+        return GenerationEntry(
+            glb=result.glb_uri,
+            generation_time=result.generation_time or 0.0,
+            size=result.size or 0,
+            distance=0.0,
+        )
+    return GenerationEntry(size=0, distance=0.0)
+
+
+def _upstream_entry(entry: GenerationEntry) -> dict[str, object]:
+    """Exactly upstream's fields and types, so its readers load our files."""
+    return {
+        "glb": entry.glb,
+        "png": entry.png,
+        "generation_time": entry.generation_time,
+        "size": entry.size or 0,
+        "attempts": entry.attempts,
+        "distance": coordinator.distance_of(entry),
+    }
+
+
+def _commit_message(
+    files: RoundFiles, generated: bool = False, stats: bool = False, audits: bool = False
+) -> str:
+    """Upstream's messages for the files of one commit, sorted and joined as its batcher does."""
+    hk10 = files.hotkey[:10]
+    messages = []
+    if generated:
+        messages.append(f"Update generated for round {files.round}, miner {hk10}")
+    if stats:
+        messages.append(f"Update pod stats for round {files.round}, miner {hk10}")
+    if audits:
+        messages.append(f"Update generation audits for round {files.round}")
+    return "\n".join(sorted(messages))

@@ -115,3 +115,36 @@ def generate(timeout: timedelta, heartbeat: timedelta = timedelta(seconds=20)) -
             non_retryable_error_types=PERMANENT_ERRORS,
         ),
     )
+
+
+# --- v2 (upstream acquisition and timing) ---------------------------------------------------------
+
+DEPLOY_POD_ATTEMPT = ActivityOptions(
+    # One acquisition attempt: provider hiccups are retried briefly here; a longer shortage is a
+    # failed attempt that the pod workflow retries after POD_ACQUISITION_RETRY_INTERVAL.
+    start_to_close_timeout=timedelta(minutes=2),
+    schedule_to_close_timeout=timedelta(minutes=5),
+    retry_policy=BACKOFF,
+)
+
+
+def generate_v2(
+    timeout: timedelta, download: timedelta, heartbeat: timedelta = timedelta(seconds=20)
+) -> ActivityOptions:
+    """One miner call as upstream times it: no overall deadline below timeout + download.
+
+    A generation slower than `timeout` keeps its real time; only silence past the read timeout
+    (timeout + download, per socket read) fails it. The bounds here only catch a runaway call.
+    """
+    limit = (timeout + download) * 2 + timedelta(minutes=2)
+    return ActivityOptions(
+        start_to_close_timeout=limit,
+        schedule_to_close_timeout=limit * 3,
+        heartbeat_timeout=heartbeat,
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=10),
+            maximum_attempts=5,
+            non_retryable_error_types=PERMANENT_ERRORS,
+        ),
+    )

@@ -1,17 +1,25 @@
-"""PodWorkflow: one rented pod's life - deploy, warm up, generate what the parent assigns, go.
+"""PodWorkflow: one pod start of an audit - acquire a healthy pod, generate what it is given, go.
 
-Id `audit-{round}-{hotkey}-pod-{slot}-{attempt}`; started by AuditWorkflow with
-ParentClosePolicy.ABANDON so it survives the parent's continue-as-new, and it talks to the parent
-only by signals addressed to the parent's workflow id (no run id):
+Id `audit-{round}-{hotkey}-pod-{i}`, pod name `miner-{round:02d}-{hotkey[:10]}-{i}` (upstream's),
+started by AuditWorkflow with ParentClosePolicy.ABANDON; it talks to the parent only by signals
+addressed to the parent's workflow id (no run id). v2 (`protocol` 2):
 
-    deploy_pod -> await_pod_healthy -> signal pod_ready
-    loop: wait for an `assign` signal (or `stop`)
-          generate -> render_preview (gpu) -> fetch + render the submitted GLB -> score_distance
-          signal pod_result (which also means "ready for more")
-          marked bad (upstream thresholds) or stopped answering /health -> leave the loop
-    finally: delete_pod, signal pod_finished (with this pod's stats)
+    acquire, as upstream's get_healthy_pod (up to POD_ACQUISITION_MAX_ATTEMPTS attempts,
+    attempt a on GPU_PROVIDERS[(i + a) % n]): deploy_pod -> await_pod_healthy (listed with a URL
+    within POD_VISIBILITY_TIMEOUT, then /health 200 within POD_WARMUP_TIMEOUT, polled every
+    CHECK_POD_INTERVAL). Not deployed or not visible: delete, wait
+    POD_ACQUISITION_RETRY_INTERVAL (a durable timer), next attempt. Warm-up timed out or the pod
+    died: delete and give up (upstream: no retry).
+    signal pod_ready
+    loop: wait for an `assign` (or `stop`)
+          fetch prompt -> generate -> render -> fetch + render the submitted GLB -> score
+          signal pod_result; a failure the pod may have caused -> probe /health
+    finally: delete_pod, signal pod_finished
 
-An assignment id (`stem#attempt`) seen before is dropped, so a re-sent signal never generates twice.
+Every decision about the pod's health, retries and the queue is the parent's (it holds the
+upstream trackers); this workflow only does the work and reports what happened. An assignment id
+seen before is dropped, so a re-sent signal never generates twice. Pods of v1 audits
+(`protocol` 1) run the frozen v1 code (workflows/legacy/pod_v1.py).
 """
 
 from __future__ import annotations
@@ -21,12 +29,7 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    CancelledError,
-    FailureError,
-)
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -49,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         PodWorkflowResult,
         PromptResult,
         PromptResultKind,
+        ProviderName,
         RenderPreviewInput,
         ScoreDistanceInput,
         ScoreDistanceResult,
@@ -57,26 +61,11 @@ with workflow.unsafe.imports_passed_through():
     from models.competition import PodStats
     from models.errors import ErrorType
     from workflows import options
-    from workflows.policy.pod_health import bad_pod_reason, summarize
+    from workflows.failures import failure, raise_if_cancelled
+    from workflows.legacy.pod_v1 import PodV1
 
 SEEN_ASSIGNMENTS_KEPT = 1000
-
-
-def _failure(error: ActivityError) -> tuple[str, str | None]:
-    """Message and ErrorType of an activity failure (the ApplicationError cause when present)."""
-    cause: BaseException | None = error.cause
-    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError):
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message, cause.type
-    inner = error.cause
-    return (str(inner) if inner is not None else str(error)), None
-
-
-def _raise_if_cancelled(error: ActivityError) -> None:
-    """An activity that ended because this workflow is being cancelled is not a pod failure."""
-    if isinstance(error.cause, CancelledError):
-        raise asyncio.CancelledError(str(error)) from error
+HEALTH_LOST = "stopped answering /health"
 
 
 def _pod_may_be_down(result: PromptResult) -> bool:
@@ -84,39 +73,41 @@ def _pod_may_be_down(result: PromptResult) -> bool:
     return (
         result.outcome is PromptResultKind.FAILED
         and result.error_type != ErrorType.PROMPT_UNAVAILABLE
+        and result.glb_uri is None
     )
 
 
 @workflow.defn(name="PodWorkflow")
 class PodWorkflow:
-    """One pod slot attempt of an audit. See the module docstring for the protocol."""
+    """One pod start of an audit. See the module docstring for the protocol."""
 
     @workflow.init
     def __init__(self, input: PodInput) -> None:
+        self._v1 = PodV1(input) if input.protocol < 2 else None
         carried = input.carried
         self._pending: list[Assignment] = list(carried.pending) if carried else []
         self._stop: StopPod | None = carried.stop if carried else None
         self._seen: list[str] = list(carried.seen_assignments) if carried else []
-        self._stats = carried.stats if carried else PodStats(pod_id=input.pod_name)
-        self._times: list[float] = list(carried.times) if carried else []
-        self._mismatches = carried.mismatches if carried else 0
         self._pod: PodRef | None = carried.pod if carried else None
+        self._processed = carried.stats.processed if carried else 0
 
     @workflow.run
     async def run(self, input: PodInput) -> PodWorkflowResult:
-        """Deploy, serve assignments until stopped or bad, always delete the pod."""
-        reason = "stopped by the audit"
+        """Acquire a pod, serve assignments until stopped, always delete the pod."""
+        if self._v1 is not None:
+            return await self._v1.run(input)
+        reason = "stopped"
         marked_bad = False
         unfinished: str | None = None
         continue_as_new = False
         evicted = False
         try:
             if self._pod is None:
-                deploy_error = await self._deploy(input)
-                if deploy_error is not None:
-                    # Stopped while warming up is not a bad pod; failing to get healthy is.
-                    reason, marked_bad = deploy_error, self._stop is None
-                    return self._result(reason, marked_bad)
+                problem = await self._acquire(input)
+                if problem is not None:
+                    # Stopped while acquiring is not a bad pod; failing to get one is.
+                    reason, marked_bad = problem, self._stop is None
+                    return self._result(input, reason, marked_bad)
                 await self._tell_parent(input, self._ready(input))
             while True:
                 if not await self._wait_for_work(input):
@@ -128,16 +119,13 @@ class PodWorkflow:
                 assignment = self._pending.pop(0)
                 unfinished = assignment.assignment_id
                 result = await self._process(input, assignment)
-                self._record(result, input)
+                self._processed += 1
                 if not await self._tell_parent(input, result):
                     reason = "audit is gone"
                     break
                 unfinished = None
-                bad = bad_pod_reason(self._stats, self._mismatches, self._times, input.policy)
-                if bad is None and _pod_may_be_down(result):
-                    bad = await self._health_problem()
-                if bad is not None:
-                    reason, marked_bad = bad, True
+                if _pod_may_be_down(result) and not await self._still_healthy():
+                    reason, marked_bad = HEALTH_LOST, True
                     break
                 if workflow.info().is_continue_as_new_suggested() and self._stop is None:
                     continue_as_new = True
@@ -146,20 +134,20 @@ class PodWorkflow:
             raise
         except BaseException:
             # GeneratorExit / the SDK's eviction: this run is being collected off its event loop
-            # (a stopped worker); cleaning up here would issue commands nowhere. The run replays
-            # elsewhere and cleans up there.
+            # (a stopped worker); cleaning up here would issue commands nowhere.
             evicted = True
             raise
         finally:
             if not continue_as_new and not evicted:
-                reason += await self._delete(input)
+                if self._pod is not None:  # None: never rented, or deleted while acquiring
+                    reason += await self._delete(input)
                 await self._tell_parent(
                     input,
                     PodFinished(
                         slot=input.slot,
                         attempt=input.attempt,
                         pod_name=input.pod_name,
-                        stats=self._final_stats(reason, marked_bad),
+                        stats=PodStats(pod_id=input.pod_name, termination_reason=reason),
                         marked_bad=marked_bad,
                         deployed=self._pod is not None,
                         reason=reason,
@@ -169,12 +157,15 @@ class PodWorkflow:
                 )
         if continue_as_new:
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(input.model_copy(update={"carried": self._carry()}))
-        return self._result(reason, marked_bad)
+            workflow.continue_as_new(input.model_copy(update={"carried": self._carry(input)}))
+        return self._result(input, reason, marked_bad)
 
     @workflow.signal(name="assign")
     def assign(self, assignment: Assignment) -> None:
         """From AuditWorkflow: generate this prompt (duplicates by assignment id are dropped)."""
+        if self._v1 is not None:
+            self._v1.assign(assignment)
+            return
         if assignment.assignment_id in self._seen:
             return
         self._seen.append(assignment.assignment_id)
@@ -184,57 +175,100 @@ class PodWorkflow:
     @workflow.signal(name="stop")
     def stop(self, stop: StopPod) -> None:
         """From AuditWorkflow: finish the current prompt, delete the pod, end."""
+        if self._v1 is not None:
+            self._v1.stop(stop)
+            return
         self._stop = stop
 
     @workflow.query(name="stats")
     def stats(self) -> PodStats:
-        """This pod's counters so far."""
-        return summarize(self._stats, self._times)
+        """v1: this pod's counters; v2: prompts processed (the parent keeps the trackers)."""
+        if self._v1 is not None:
+            return self._v1.stats()
+        return PodStats(pod_id=workflow.info().workflow_id, processed=self._processed)
 
-    # --- steps ----------------------------------------------------------------------------------
+    # --- acquisition ----------------------------------------------------------------------------
 
-    async def _deploy(self, input: PodInput) -> str | None:
-        """Rent and warm up the pod unless stopped first; the failure reason, None if healthy.
+    async def _acquire(self, input: PodInput) -> str | None:
+        """Get a healthy pod as upstream does; None when healthy, else why not."""
+        policy = input.policy
+        providers = policy.gpu_providers
+        retry = timedelta(seconds=policy.pod_acquisition_retry_interval_seconds)
+        problem = "no acquisition attempt"
+        for attempt in range(policy.pod_acquisition_max_attempts):
+            if self._stop is not None:
+                return "stopped before the pod was healthy"
+            provider = providers[(input.slot + attempt) % len(providers)]
+            outcome = await self._attempt(input, provider)
+            if outcome is None:
+                return None
+            problem, give_up = outcome
+            if give_up:
+                return problem  # the pod is deleted on the way out
+            await self._delete(input)
+            self._pod = None
+            workflow.logger.warning(
+                "%s: attempt %d failed (%s); retrying in %s",
+                input.pod_name,
+                attempt + 1,
+                problem,
+                retry,
+            )
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._stop is not None, timeout=retry)
+        return f"failed to get a healthy pod: {problem}"
+
+    async def _attempt(self, input: PodInput, provider: ProviderName) -> tuple[str, bool] | None:
+        """One deploy + visibility + warm-up; None when healthy, else (problem, give up?).
 
         `deploy_pod` is never abandoned half-way: a provider call still running after we gave
-        up on it could rent a pod after our `finally` deleted "nothing" (it waits for the
-        activity to really end, then the pod is deleted by name). Only the warm-up wait races
-        the stop signal.
+        up on it could rent a pod after our delete found nothing. Only the waits race `stop`.
         """
+        policy = input.policy
+        ref = PodRef(name=input.pod_name, provider=provider)
+        self._pod = ref
         try:
             self._pod = await workflow.execute_activity(
                 "deploy_pod",
-                DeployPodInput(name=input.pod_name, provider=input.provider, image=input.image),
+                DeployPodInput(name=input.pod_name, provider=ref.provider, image=input.image),
                 result_type=PodRef,
-                summary=f"deploy {input.pod_name} on {input.provider}",
+                summary=f"deploy {input.pod_name} on {provider}",
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                **options.DEPLOY_POD,
+                **options.DEPLOY_POD_ATTEMPT,
             )
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, _ = _failure(e)
-            return f"deploy failed on {input.provider}: {message}"
-        warmup = timedelta(seconds=input.policy.pod_warmup_timeout_seconds)
+            raise_if_cancelled(e)
+            return f"deploy failed on {provider}: {failure(e)[0]}", False
+        visibility = timedelta(seconds=policy.pod_visibility_timeout_seconds)
+        warmup = timedelta(seconds=policy.pod_warmup_timeout_seconds)
         healthy = workflow.start_activity(
             "await_pod_healthy",
-            AwaitPodHealthyInput(pod=self._pod, timeout=warmup),
+            AwaitPodHealthyInput(
+                pod=self._pod,
+                timeout=warmup,
+                visibility_timeout=visibility,
+                poll_interval=timedelta(seconds=policy.check_pod_interval_seconds),
+            ),
             result_type=PodRef,
             summary=f"wait for {input.pod_name} /health",
-            **options.await_pod_healthy(warmup),
+            **options.await_pod_healthy(visibility + warmup),
         )
         await workflow.wait_condition(lambda: healthy.done() or self._stop is not None)
         if not healthy.done():
             healthy.cancel()
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
                 await healthy
-            return "stopped before the pod was healthy"
+            return "stopped before the pod was healthy", True
         try:
             self._pod = healthy.result()
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, _ = _failure(e)
-            return f"deploy failed on {input.provider}: {message}"
+            raise_if_cancelled(e)
+            message, error_type = failure(e)
+            # Not listed in time: a failed attempt (retried); warm-up over or dead: give up.
+            return f"{provider}: {message}", error_type != ErrorType.POD_NOT_VISIBLE
         return None
+
+    # --- work -----------------------------------------------------------------------------------
 
     async def _wait_for_work(self, input: PodInput) -> bool:
         """Wait for an assignment or stop; while idle, check now and then that the audit exists.
@@ -254,7 +288,7 @@ class PodWorkflow:
                     return False
 
     async def _process(self, input: PodInput, assignment: Assignment) -> PromptResult:
-        """Generate, render and score one prompt; model failures become a FAILED result."""
+        """Generate, render and score one prompt; what the miner caused becomes a FAILED result."""
         pod_url = self._live_pod().url
         if pod_url is None:
             raise ApplicationError(f"pod {input.pod_name} has no URL", non_retryable=True)
@@ -266,7 +300,7 @@ class PodWorkflow:
             "stem": assignment.stem,
             "audit_run_id": input.audit_run_id,
         }
-        timeout = timedelta(seconds=input.policy.generation_timeout_seconds)
+        policy = input.policy
         try:
             await workflow.execute_activity(
                 "fetch_prompt",
@@ -276,14 +310,15 @@ class PodWorkflow:
                 **options.FETCH_PROMPT,
             )
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, _ = _failure(e)
+            raise_if_cancelled(e)
             return PromptResult(
                 **base,
                 outcome=PromptResultKind.FAILED,
-                error=message,
+                error=failure(e)[0],
                 error_type=ErrorType.PROMPT_UNAVAILABLE,
             )
+        timeout = timedelta(seconds=policy.generation_timeout_seconds)
+        download = timedelta(seconds=policy.download_timeout_seconds)
         try:
             generated = await workflow.execute_activity(
                 "generate",
@@ -291,29 +326,25 @@ class PodWorkflow:
                     audit_id=f"{input.audit_workflow_id}/{input.audit_run_id}",
                     assignment_id=assignment.assignment_id,
                     round=input.round,
-                    provider=input.provider,
+                    provider=self._live_pod().provider,
                     pod_url=pod_url,
                     prompt_url=assignment.prompt_url,
                     seed=input.seed,
                     timeout=timeout,
-                    max_bytes=input.policy.max_glb_bytes,
+                    download_timeout=download,
+                    max_bytes=policy.max_glb_bytes,
                 ),
                 result_type=GenerateResult,
                 summary=f"generate {assignment.assignment_id}",
-                **options.generate(
-                    timeout, timedelta(seconds=input.policy.generation_heartbeat_seconds)
+                **options.generate_v2(
+                    timeout, download, timedelta(seconds=policy.generation_heartbeat_seconds)
                 ),
             )
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, error_type = _failure(e)
-            overtime = error_type == ErrorType.MINER_TIMEOUT
+            raise_if_cancelled(e)
+            message, error_type = failure(e)
             return PromptResult(
-                **base,
-                outcome=PromptResultKind.FAILED,
-                generation_time=timeout.total_seconds() if overtime else None,
-                error=message,
-                error_type=error_type,
+                **base, outcome=PromptResultKind.FAILED, error=message, error_type=error_type
             )
         try:
             preview = await workflow.execute_activity(
@@ -321,18 +352,19 @@ class PodWorkflow:
                 RenderPreviewInput(glb_uri=generated.glb_uri),
                 result_type=ArtifactResult,
                 summary=f"render {assignment.stem}",
-                **options.gpu(input.policy.gpu_task_queue),
+                **options.gpu(policy.gpu_task_queue),
             )
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, _ = _failure(e)
+            raise_if_cancelled(e)
+            # Upstream: a render failure keeps the GLB, time and size; the result is failed.
             return PromptResult(
                 **base,
                 outcome=PromptResultKind.FAILED,
                 glb_uri=generated.glb_uri,
                 size=generated.size,
                 generation_time=generated.generation_time,
-                error=f"render failed: {message}",
+                error=f"render failed: {failure(e)[0]}",
+                error_type=ErrorType.RENDER_FAILED,
             )
         distance, problem = await self._distance(input, assignment, preview.uri)
         return PromptResult(
@@ -352,6 +384,7 @@ class PodWorkflow:
         """DINOv3 distance to our own render of the submitted GLB; None (a mismatch) if unknown."""
         if assignment.submitted_glb_url is None:
             return None, "the submission has no GLB to compare with"
+        gpu = options.gpu(input.policy.gpu_task_queue)
         try:
             submitted = await workflow.execute_activity(
                 "fetch_artifact",
@@ -367,40 +400,37 @@ class PodWorkflow:
                 RenderPreviewInput(glb_uri=submitted.uri),
                 result_type=ArtifactResult,
                 summary=f"render submitted {assignment.stem}",
-                **options.gpu(input.policy.gpu_task_queue),
+                **gpu,
             )
             scored = await workflow.execute_activity(
                 "score_distance",
                 ScoreDistanceInput(png_a_uri=submitted_preview.uri, png_b_uri=png_uri),
                 result_type=ScoreDistanceResult,
                 summary=f"score {assignment.stem}",
-                **options.gpu(input.policy.gpu_task_queue),
+                **gpu,
             )
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, _ = _failure(e)
-            return None, f"distance unknown: {message}"
+            raise_if_cancelled(e)
+            return None, f"distance unknown: {failure(e)[0]}"
         return scored.distance, None
 
-    async def _health_problem(self) -> str | None:
-        """After a failure: is the pod still answering /health?"""
-        pod = self._live_pod()
+    async def _still_healthy(self) -> bool:
+        """After a failure the pod may have caused: does it still answer /health?"""
         try:
-            healthy = await workflow.execute_activity(
+            healthy: bool = await workflow.execute_activity(
                 "check_pod_health",
-                PodHealthInput(pod=pod),
+                PodHealthInput(pod=self._live_pod()),
                 result_type=bool,
                 **options.POD_HEALTH,
             )
         except ActivityError as e:
-            _raise_if_cancelled(e)
-            message, _ = _failure(e)
-            return f"health check failed: {message}"
-        return None if healthy else "stopped answering /health"
+            raise_if_cancelled(e)
+            return False
+        return healthy
 
     async def _delete(self, input: PodInput) -> str:
-        """Delete by name, also when deploy failed half-way (a rented pod is never left behind)."""
-        pod = self._pod or PodRef(name=input.pod_name, provider=input.provider)
+        """Delete by name, also when a deploy failed half-way (a rented pod is never left)."""
+        pod = self._live_pod()
         try:
             await workflow.execute_activity(
                 "delete_pod",
@@ -410,7 +440,7 @@ class PodWorkflow:
             )
         except ActivityError as e:
             # The parent must still hear that this pod ended; its sweep retries the delete.
-            message, _ = _failure(e)
+            message = failure(e)[0]
             workflow.logger.error("could not delete pod %s: %s", input.pod_name, message)
             return f"; delete failed: {message}"
         return ""
@@ -429,33 +459,15 @@ class PodWorkflow:
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
-    def _record(self, result: PromptResult, input: PodInput) -> None:
-        s = self._stats
-        update: dict[str, int] = {"processed": s.processed + 1}
-        timeout = input.policy.generation_timeout_seconds
-        if result.error_type == ErrorType.PROMPT_UNAVAILABLE:
-            pass  # our input is broken, not the pod: no mark against it
-        elif result.outcome is PromptResultKind.FAILED:
-            update["hard_failed"] = s.hard_failed + 1
-            if result.generation_time is not None and result.generation_time >= timeout:
-                update["hard_overtime"] = s.hard_overtime + 1
-        else:
-            update["successful"] = s.successful + 1
-            generation_time = result.generation_time or 0.0
-            self._times.append(generation_time)
-            if generation_time > timeout:
-                update["hard_overtime"] = s.hard_overtime + 1
-            if result.distance is None or result.distance > input.policy.acceptable_distance:
-                self._mismatches += 1
-        self._stats = s.model_copy(update=update)
-
-    def _final_stats(self, reason: str, marked_bad: bool) -> PodStats:
-        return summarize(self._stats, self._times).model_copy(
-            update={"marked_bad": marked_bad, "termination_reason": reason}
+    def _result(self, input: PodInput, reason: str, marked_bad: bool) -> PodWorkflowResult:
+        return PodWorkflowResult(
+            stats=PodStats(
+                pod_id=input.pod_name,
+                processed=self._processed,
+                marked_bad=marked_bad,
+                termination_reason=reason,
+            )
         )
-
-    def _result(self, reason: str, marked_bad: bool) -> PodWorkflowResult:
-        return PodWorkflowResult(stats=self._final_stats(reason, marked_bad))
 
     def _ready(self, input: PodInput) -> PodReady:
         return PodReady(
@@ -470,12 +482,10 @@ class PodWorkflow:
             raise ApplicationError("pod used before it was deployed", non_retryable=True)
         return self._pod
 
-    def _carry(self) -> PodCarry:
+    def _carry(self, input: PodInput) -> PodCarry:
         return PodCarry(
             pod=self._live_pod(),
-            stats=self._stats,
-            times=self._times,
-            mismatches=self._mismatches,
+            stats=PodStats(pod_id=input.pod_name, processed=self._processed),
             seen_assignments=self._seen,
             pending=self._pending,
             stop=self._stop,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class FakeMiner:
     received: list[dict[str, Any]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     huge_bytes: int = 4 * 1024 * 1024
+    delay: float = 0.0
 
     async def prompt(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -112,6 +114,21 @@ class FakeMiner:
         if self.mode == "slow":
             await self.release.wait()
             return web.Response(body=VALID_GLB)
+        if self.mode == "redirect":
+            raise web.HTTPTemporaryRedirect(f"{self.base_url}/cdn/moved.glb")
+        if self.mode == "delayed":
+            await asyncio.sleep(self.delay)
+            return web.Response(body=VALID_GLB)
+        if self.mode == "stall_body":
+            # Headers and the first bytes at once, then silence until released.
+            response = web.StreamResponse()
+            response.content_length = len(VALID_GLB)
+            await response.prepare(request)
+            await response.write(VALID_GLB[:16])
+            await self.release.wait()
+            await response.write(VALID_GLB[16:])
+            await response.write_eof()
+            return response
         raise AssertionError(f"unknown mode {self.mode}")
 
 
@@ -444,3 +461,106 @@ async def test_fetch_prompt_without_http_url_is_permanent(
     )
     assert error.type == ErrorType.PROMPT_UNAVAILABLE
     assert error.non_retryable
+
+
+# --- v2 calls (input.download_timeout set): upstream generate.py's timing --------------------
+
+
+async def test_slow_generation_keeps_its_real_time(
+    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore
+) -> None:
+    """Headers after `timeout` but within timeout+download: the GLB is kept with its real time."""
+    miner.mode = "delayed"
+    miner.delay = 0.8
+    env = ActivityEnvironment()
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    arg = gen_input(miner, timeout=timedelta(seconds=0.3), download_timeout=timedelta(seconds=3))
+
+    result = await env.run(acts.generate, arg)
+
+    assert store.read_bytes(result.glb_uri) == VALID_GLB
+    assert 0.8 <= result.generation_time < 3.3
+    assert result.generation_time > arg.timeout.total_seconds()
+    assert len(beats) >= 3  # heartbeats kept coming while the miner worked
+
+
+async def test_silent_pod_fails_with_miner_timeout(
+    miner: FakeMiner, acts: GenerationActivities
+) -> None:
+    """No bytes for timeout+download_timeout -> MINER_TIMEOUT; not cut at `timeout` alone."""
+    miner.mode = "slow"
+    arg = gen_input(miner, timeout=timedelta(seconds=0.2), download_timeout=timedelta(seconds=0.6))
+    started = time.monotonic()
+    error = await run_failing(ActivityEnvironment(), acts.generate, arg)
+    elapsed = time.monotonic() - started
+
+    assert error.type == ErrorType.MINER_TIMEOUT
+    assert error.non_retryable
+    assert "sent nothing for 0.8s" in error.message
+    assert elapsed >= 0.75  # the read timeout is timeout + download_timeout
+
+
+async def test_stalled_download_fails_with_miner_timeout(
+    miner: FakeMiner, acts: GenerationActivities
+) -> None:
+    """Headers in time, then a body that stops for longer than the read timeout -> timeout."""
+    miner.mode = "stall_body"
+    arg = gen_input(miner, timeout=timedelta(seconds=0.2), download_timeout=timedelta(seconds=0.3))
+    error = await run_failing(ActivityEnvironment(), acts.generate, arg)
+
+    assert error.type == ErrorType.MINER_TIMEOUT
+    assert error.non_retryable
+
+
+async def test_prompt_sent_as_upstream_jpeg_part(
+    miner: FakeMiner, acts: GenerationActivities
+) -> None:
+    """v2: the file part is named prompt.jpg, typed image/jpeg, and holds the prompt unchanged."""
+    arg = gen_input(miner, provider=ProviderName.VERDA, download_timeout=timedelta(seconds=30))
+    await ActivityEnvironment().run(acts.generate, arg)
+
+    [received] = miner.received
+    assert received["filename"] == "prompt.jpg"
+    assert received["content_type"] == "image/jpeg"
+    assert received["image"] == PROMPT_PNG  # bytes unchanged (PNG), as upstream
+    assert received["seed"] == "3035696319"
+    assert received["authorization"] == "Bearer generation-token"
+
+
+@pytest_asyncio.fixture
+async def following_acts(store: ArtifactStore) -> AsyncIterator[GenerationActivities]:
+    """Activities on a client that follows redirects, as the worker's shared one does."""
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        yield GenerationActivities(store, client, heartbeat_interval=0.05)
+
+
+def v2_input(miner: FakeMiner, assignment_id: str, **overrides: Any) -> GenerateInput:
+    values: dict[str, Any] = {
+        "assignment_id": assignment_id,
+        "download_timeout": timedelta(seconds=30),
+    }
+    return gen_input(miner, **(values | overrides))
+
+
+async def test_v2_failures_are_miner_failed(
+    miner: FakeMiner, following_acts: GenerationActivities
+) -> None:
+    """v2: an error status, a redirect (not followed) and a refused pod are MINER_FAILED."""
+    env = ActivityEnvironment()
+    miner.mode = "500"
+    error = await run_failing(env, following_acts.generate, v2_input(miner, "chair#500"))
+    assert error.type == ErrorType.MINER_FAILED
+    assert "HTTP 500" in error.message
+
+    miner.mode = "redirect"
+    error = await run_failing(env, following_acts.generate, v2_input(miner, "chair#307"))
+    assert error.type == ErrorType.MINER_FAILED
+    assert "HTTP 307" in error.message
+    assert miner.requests["cdn/moved.glb"] == 0
+
+    pod_url = f"http://127.0.0.1:{free_port()}"
+    refused = v2_input(miner, "chair#refused", pod_url=pod_url)
+    error = await run_failing(env, following_acts.generate, refused)
+    assert error.type == ErrorType.MINER_FAILED
+    assert error.message.startswith("pod unreachable: ")

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from models.audit import ProviderName
-from providers.base import ContainerNotFound, ContainerState, GpuProvider, ProviderRejected
+from providers.base import (
+    ContainerNotFound,
+    ContainerState,
+    GpuProvider,
+    ProviderRejected,
+    pod_env,
+)
 from providers.local import LocalProvider, MinerOptions, parse_image
 from tests.providers.local_helpers import (
     PROJECT_ROOT,
@@ -206,3 +213,22 @@ async def test_deploy_with_another_image_replaces_the_pod(provider: LocalProvide
     assert other.container_id != first.container_id
     assert not pid_alive(int(first.container_id))
     assert [c.name for c in await provider.list("pod-")] == ["pod-a"]
+
+
+def _process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {key.decode(): value.decode() for key, _, value in pairs}
+
+
+async def test_miner_process_gets_the_hf_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_TOKEN from the provider's env is in the miner's environment; without one, none is."""
+    monkeypatch.setenv("HF_TOKEN", "inherited-from-the-worker")
+    async with local_provider(tmp_path / "pods") as plain:
+        with_token = LocalProvider(tmp_path / "pods", env=pod_env(SecretStr("hf_local789")))
+        info = await with_token.deploy("pod-h", IMAGE)
+        assert _process_env(int(info.container_id))["HF_TOKEN"] == "hf_local789"
+        bare = await plain.deploy("pod-n", IMAGE)
+        assert "HF_TOKEN" not in _process_env(int(bare.container_id))

@@ -44,6 +44,30 @@ async def test_builds_every_named_provider_in_priority_order(tmp_path: Path) -> 
             await provider.aclose()
 
 
+async def test_hf_token_reaches_every_provider(tmp_path: Path) -> None:
+    """HF_TOKEN from settings is the pod environment of every built provider."""
+    providers = build_providers(
+        settings(
+            GPU_PROVIDERS="targon,verda,local",
+            TARGON_API_KEY="k",
+            VERDA_CLIENT_ID="id",
+            VERDA_CLIENT_SECRET="secret",
+            VERDA_GENERATION_TOKEN="gen",
+            LOCAL_PODS_DIR=str(tmp_path),
+            HF_TOKEN="hf_registry",
+        )
+    )
+    try:
+        for provider in providers.values():
+            env = provider._env  # type: ignore[attr-defined]
+            assert {k: v.get_secret_value() for k, v in env.items()} == {"HF_TOKEN": "hf_registry"}
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+    empty = build_providers(settings(GPU_PROVIDERS="local", LOCAL_PODS_DIR=str(tmp_path)))
+    assert empty[ProviderName.LOCAL]._env == {}  # type: ignore[attr-defined]
+
+
 def test_local_needs_no_credentials(tmp_path: Path) -> None:
     """GPU_PROVIDERS=local works with no secrets at all."""
     providers = build_providers(settings(GPU_PROVIDERS="local", LOCAL_PODS_DIR=str(tmp_path)))

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from models.audit import ProviderName
 from providers.base import (
@@ -17,6 +18,7 @@ from providers.base import (
     GpuProvider,
     ProviderRejected,
     ProviderUnavailable,
+    pod_env,
 )
 from providers.targon import TargonProvider
 
@@ -87,7 +89,7 @@ async def test_deploy_sends_the_reference_body(targon: TargonProvider, fake: Fak
     assert str(post.url) == f"{BASE}/v1/serverless"
     assert json.loads(post.content) == {
         "name": "miner-01-abc-0-0",
-        "container": {"image": "registry/img:tag", "env": []},
+        "container": {"image": "registry/img:tag"},  # no HF_TOKEN: `env` left out (upstream)
         "resource_name": "h200-small",
         "network": {"port": {"port": 10006}, "visibility": "external"},
         "scaling": {"min_replicas": 1, "max_replicas": 1},
@@ -96,6 +98,52 @@ async def test_deploy_sends_the_reference_body(targon: TargonProvider, fake: Fak
     assert info.container_id == "uid1"
     assert info.state is ContainerState.PENDING
     assert info.url == "https://uid1.serverless.targon.com"
+
+
+HF_TOKEN = "hf_secretvalue123"
+
+
+@pytest.fixture
+async def targon_with_token(fake: FakeTargon) -> AsyncIterator[TargonProvider]:
+    provider = TargonProvider(
+        api_key=KEY,
+        base_url=BASE,
+        transport=httpx.MockTransport(fake.handler),
+        env=pod_env(SecretStr(HF_TOKEN)),
+    )
+    yield provider
+    await provider.aclose()
+
+
+async def test_deploy_sends_hf_token_in_container_env(
+    targon_with_token: TargonProvider, fake: FakeTargon
+) -> None:
+    """With HF_TOKEN set, the container carries `env: [{name: HF_TOKEN, value}]` and no more."""
+    await targon_with_token.deploy("pod-h", "registry/img:tag")
+    (post,) = [r for r in fake.calls("POST") if r.url.path == "/v1/serverless"]
+    assert json.loads(post.content)["container"] == {
+        "image": "registry/img:tag",
+        "env": [{"name": "HF_TOKEN", "value": HF_TOKEN}],
+    }
+
+
+def test_empty_hf_token_means_no_env() -> None:
+    """An empty (or unset) HF_TOKEN gives pods no environment at all."""
+    assert pod_env(SecretStr("")) == {}
+    assert pod_env(None) == {}
+    assert pod_env(SecretStr("t")) == {"HF_TOKEN": SecretStr("t")}
+
+
+async def test_deploy_error_never_carries_the_hf_token(
+    targon_with_token: TargonProvider, fake: FakeTargon
+) -> None:
+    """A provider echoing the request body in its error: the token is masked in the message."""
+    fake.create_answer = httpx.Response(422, json={"error": "bad body", "env": HF_TOKEN})
+    with pytest.raises(ProviderRejected) as e:
+        await targon_with_token.deploy("pod-h", "img")
+    assert HF_TOKEN not in str(e.value)
+    assert "***" in str(e.value) and "HTTP 422" in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
 
 
 async def test_deploy_is_idempotent_by_name(targon: TargonProvider, fake: FakeTargon) -> None:

@@ -18,6 +18,7 @@ from providers.base import (
     GpuProvider,
     ProviderRejected,
     ProviderUnavailable,
+    pod_env,
 )
 from providers.verda import VerdaCredentials, VerdaProvider
 
@@ -131,6 +132,7 @@ async def test_deploy_posts_the_reference_body(verda: VerdaProvider, fake: FakeV
             "healthcheck": {"enabled": True, "port": 10006, "path": "/health"},
         }
     ]
+    assert "env" not in body["containers"][0]  # no HF_TOKEN: no env (upstream)
     assert body["compute"] == {"name": "H200", "size": 1}
     assert body["is_spot"] is False
     assert body["scaling"]["min_replica_count"] == body["scaling"]["max_replica_count"] == 1
@@ -139,6 +141,46 @@ async def test_deploy_posts_the_reference_body(verda: VerdaProvider, fake: FakeV
     assert info.container_id == "miner-01-abc-0-0"
     assert info.state is ContainerState.PENDING
     assert info.url is None
+
+
+HF_TOKEN = "hf_secretvalue456"
+
+
+@pytest.fixture
+async def verda_with_token(fake: FakeVerda, clock: Clock) -> AsyncIterator[VerdaProvider]:
+    provider = VerdaProvider(
+        CREDENTIALS,
+        base_url=BASE,
+        transport=httpx.MockTransport(fake.handler),
+        clock=clock,
+        env=pod_env(SecretStr(HF_TOKEN)),
+    )
+    yield provider
+    await provider.aclose()
+
+
+async def test_deploy_sends_hf_token_as_plain_env(
+    verda_with_token: VerdaProvider, fake: FakeVerda
+) -> None:
+    """With HF_TOKEN set, the container carries it as one plain env entry."""
+    await verda_with_token.deploy("pod-h", "registry/img:tag")
+    post = next(r for r in fake.api_calls() if r.method == "POST")
+    (container,) = json.loads(post.content)["containers"]
+    assert container["env"] == [
+        {"name": "HF_TOKEN", "value_or_reference_to_secret": HF_TOKEN, "type": "plain"}
+    ]
+    assert container["image"] == "registry/img:tag"
+
+
+async def test_deploy_error_never_carries_the_hf_token(
+    verda_with_token: VerdaProvider, fake: FakeVerda
+) -> None:
+    """An error answer echoing the request body has the token masked."""
+    fake.on_create = lambda: httpx.Response(400, text=f"invalid env value {HF_TOKEN}")
+    with pytest.raises(ProviderRejected) as e:
+        await verda_with_token.deploy("pod-h", "img")
+    assert HF_TOKEN not in str(e.value)
+    assert "invalid env value ***" in str(e.value)
 
 
 async def test_deploy_is_idempotent_by_name(verda: VerdaProvider, fake: FakeVerda) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -12,6 +15,7 @@ from pydantic import BaseModel
 from activities.competition_repo import DirectorySource, load_generated, load_round_files
 from models.competition import (
     BuildsFile,
+    BuildStatus,
     CompetitionPaths,
     ConfigFile,
     GenerationAuditsFile,
@@ -22,8 +26,10 @@ from models.competition import (
     SeedFile,
     StateFile,
     SubmissionsFile,
+    parse_builds,
     parse_competition_file,
     parse_prompts,
+    parse_require_audit,
 )
 from models.errors import CompetitionFileError
 
@@ -78,7 +84,12 @@ JSON_FILES: list[tuple[type[BaseModel], str, str, str]] = [
         ' "failed_critical": 0, "generation_time": null, "reason": ""}}',
         "hk.outcome",
     ),
-    (PodStatsFile, f"rounds/3/{HK}/pod_stats.json", '{"pod-1": {"processed": 3}}', "pod-1.pod_id"),
+    (
+        PodStatsFile,
+        f"rounds/3/{HK}/pod_stats.json",
+        '{"pod-1": {"processed": "three"}}',
+        "pod-1.processed",
+    ),
 ]
 IDS = [path.rsplit("/", 1)[-1] for _, path, _, _ in JSON_FILES]
 
@@ -210,11 +221,18 @@ def round_3(tmp_path: Path) -> Path:
         ("prompts.txt", "ftp://x.org/a.png", "line 1"),
         ("submissions.json", f'{{"{HK}": {{"repo": "r"}}}}', f"{HK}.commit"),
         ("submissions.json", "[]", "<root>"),
-        ("require_audit.json", '[{"hotkey": 5}]', "0.hotkey"),
+        (
+            "require_audit.json",
+            f'[{{"hotkey": "{HK}", "critical_prompts": "all"}}]',
+            f"{HK}.critical_prompts",
+        ),
         ("require_audit.json", "{", None),
+        ("require_audit.json", "{}", "<root>"),
+        ("builds.json", "[]", "<root>"),
         (f"{HK}/submitted.json", '{"s": {"size": "big"}}', "s.size"),
         (f"{HK}/submitted.json", "", None),
         ("builds.json", f'{{"{HK}": {{"status": "success"}}}}', f"{HK}.repo"),
+        (f"{HK}/generated.json", '{"s": {"attempts": "many"}}', "s.attempts"),
     ],
 )
 def test_round_loader_reports_bad_file(
@@ -284,3 +302,235 @@ def test_not_utf8_names_the_file(round_3: Path) -> None:
     (round_3 / "rounds/3/seed.json").write_bytes(b'{"seed": "\xff"}')
     with pytest.raises(CompetitionFileError, match=r"^rounds/3/seed.json: not UTF-8 text"):
         load_round_files(DirectorySource(round_3), 3, HK)
+
+
+# --- shared files: one miner's odd entry never fails another miner's audit ----------------------
+
+OTHER = "5OtherMinerXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+# What upstream's tracker writes for each status (docker_image only on success).
+UPSTREAM_BUILD_STATUSES = ["pending", "in_progress", "success", "failure", "not_found", "timed_out"]
+
+
+def build_entry(status: str, **extra: object) -> dict[str, object]:
+    return {
+        "repo": "owner/repo",
+        "commit": "928294eb6787f52ae292e21d3c1b8469d34dddb9",
+        "revealed_at_block": 7498332,
+        "tag": "928294e-mesh-3",
+        "status": status,
+        "docker_image": "registry/x:928294e-mesh-3" if status == "success" else None,
+        **extra,
+    }
+
+
+def edit_json(root: Path, relpath: str, edit: Callable[[Any], Any]) -> None:
+    path = root / "rounds/3" / relpath
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def with_key(key: str, value: object) -> Callable[[Any], Any]:
+    def edit(data: dict[str, object]) -> dict[str, object]:
+        return {**data, key: value}
+
+    return edit
+
+
+def appended(*values: object) -> Callable[[Any], Any]:
+    def edit(data: list[object]) -> list[object]:
+        return [*data, *values]
+
+    return edit
+
+
+def prepended(*values: object) -> Callable[[Any], Any]:
+    def edit(data: list[object]) -> list[object]:
+        return [*values, *data]
+
+    return edit
+
+
+@pytest.mark.parametrize("status", UPSTREAM_BUILD_STATUSES)
+def test_every_upstream_build_status_parses(status: str) -> None:
+    """Each status upstream's build tracker writes parses, for the audited miner too."""
+    text = json.dumps({HK: build_entry(status), OTHER: build_entry(status)})
+    builds = parse_builds("rounds/3/builds.json", text, HK).root
+    assert builds[HK].status == status
+    assert builds[OTHER].status == status
+    assert parse_competition_file(BuildsFile, "rounds/3/builds.json", text).root == builds
+
+
+def test_build_statuses_are_exactly_upstreams() -> None:
+    """No status is missing, none is invented; terminal = success, failure, not_found, timed_out."""
+    assert sorted(BuildStatus) == sorted(UPSTREAM_BUILD_STATUSES)
+    terminal = {s.value for s in BuildStatus if s.terminal}
+    assert terminal == {"success", "failure", "not_found", "timed_out"}
+    assert {s.value for s in BuildStatus if s.failed} == {"failure", "not_found", "timed_out"}
+
+
+@pytest.mark.parametrize("hotkey", [HK, OTHER])
+def test_in_progress_build_does_not_fail_reading_the_round(round_3: Path, hotkey: str) -> None:
+    """An `in_progress` build (the audited miner's or another's) reads like any other."""
+    edit_json(round_3, "builds.json", with_key(hotkey, build_entry("in_progress")))
+    files = load_round_files(DirectorySource(round_3), 3, HK)
+    build = files.build
+    assert build is not None
+    if hotkey == HK:
+        assert build.status is BuildStatus.IN_PROGRESS
+        assert not build.status.terminal
+    else:
+        assert build.status is BuildStatus.SUCCESS
+
+
+# (file, edit adding another miner's malformed entry)
+OTHER_BAD_ENTRIES: list[tuple[str, Callable[[Any], Any]]] = [
+    ("builds.json", with_key(OTHER, build_entry("exploded"))),  # unknown status
+    ("builds.json", with_key(OTHER, build_entry("success", revealed_at_block="soon"))),
+    ("builds.json", with_key(OTHER, {"status": "success"})),  # missing fields
+    ("builds.json", with_key(OTHER, "not an object")),
+    ("submissions.json", with_key(OTHER, {"repo": "r"})),
+    ("submissions.json", with_key(OTHER, {"repo": 5, "commit": [], "round": None})),
+    ("submissions.json", with_key(OTHER, None)),
+    ("require_audit.json", appended({"hotkey": OTHER, "critical_prompts": "all"})),
+    ("require_audit.json", appended({"hotkey": OTHER, "critical_prompts": [1, None]})),
+    ("require_audit.json", prepended({"hotkey": 5, "critical_prompts": []})),
+    ("require_audit.json", prepended({"critical_prompts": ["x"]})),
+    ("require_audit.json", prepended("just a string", 7, None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("relpath", "edit"),
+    OTHER_BAD_ENTRIES,
+    ids=[f"{relpath}-{i}" for i, (relpath, _) in enumerate(OTHER_BAD_ENTRIES)],
+)
+def test_other_miners_bad_entry_never_fails_this_audit(
+    round_3: Path, relpath: str, edit: Callable[[Any], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another miner's malformed entry is ignored (and logged): this audit reads as before."""
+    before = load_round_files(DirectorySource(round_3), 3, HK)
+    edit_json(round_3, relpath, edit)
+    with caplog.at_level(logging.WARNING, logger="activities.competition_repo"):
+        after = load_round_files(DirectorySource(round_3), 3, HK)
+    assert after == before
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"rounds/3/{relpath}" in message for message in warnings)
+
+
+def test_other_miners_bad_entries_are_left_out_and_reported() -> None:
+    """The parsers keep every valid entry and hand each skipped one to `on_skip`."""
+    skipped: list[CompetitionFileError] = []
+    builds = parse_builds(
+        "rounds/3/builds.json",
+        json.dumps({HK: build_entry("success"), OTHER: build_entry("exploded")}),
+        HK,
+        skipped.append,
+    )
+    assert list(builds.root) == [HK]
+    assert len(skipped) == 1
+    assert skipped[0].path == "rounds/3/builds.json"
+    assert skipped[0].field == f"{OTHER}.status"
+
+
+# (file, the audited miner's malformed entry, the field named)
+AUDITED_BAD_ENTRIES: list[tuple[str, Callable[[Any], Any], str]] = [
+    ("builds.json", with_key(HK, build_entry("exploded")), f"{HK}.status"),
+    ("builds.json", with_key(HK, build_entry("success", tag=None)), f"{HK}.tag"),
+    ("builds.json", with_key(HK, {"status": "success"}), f"{HK}.repo"),
+    ("builds.json", with_key(HK, []), HK),
+    ("submissions.json", with_key(HK, {"repo": "r", "commit": "c"}), f"{HK}.round"),
+    ("submissions.json", with_key(HK, {"repo": 5, "commit": "c", "round": "x"}), f"{HK}.repo"),
+    (
+        "require_audit.json",
+        prepended({"hotkey": HK, "critical_prompts": "all"}),
+        f"{HK}.critical_prompts",
+    ),
+    (
+        "require_audit.json",
+        prepended({"hotkey": HK, "critical_prompts": [1]}),
+        f"{HK}.critical_prompts.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("relpath", "edit", "field"),
+    AUDITED_BAD_ENTRIES,
+    ids=[f"{relpath}-{i}" for i, (relpath, _, _) in enumerate(AUDITED_BAD_ENTRIES)],
+)
+def test_bad_entry_of_audited_hotkey_names_file_and_hotkey(
+    round_3: Path, relpath: str, edit: Callable[[Any], Any], field: str
+) -> None:
+    """The audited miner's own malformed entry fails the read, naming the file and the hotkey."""
+    edit_json(round_3, relpath, edit)
+    with pytest.raises(CompetitionFileError) as info:
+        load_round_files(DirectorySource(round_3), 3, HK)
+    path = f"rounds/3/{relpath}"
+    assert info.value.path == path
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{path}: field '{HK}")
+
+
+def test_require_audit_first_entry_of_a_hotkey_wins(round_3: Path) -> None:
+    """As upstream: a repeated hotkey's later entries are ignored, even malformed ones."""
+    first = {"hotkey": HK, "critical_prompts": ["b", "a"]}
+    later = [{"hotkey": HK, "critical_prompts": ["z"]}, {"hotkey": HK, "critical_prompts": 5}]
+    edit_json(round_3, "require_audit.json", lambda _: [first, *later])
+    assert load_round_files(DirectorySource(round_3), 3, HK).critical_prompts == ["a", "b"]
+    parsed = parse_require_audit("r.json", json.dumps([first, *later]), HK)
+    assert parsed.hotkeys() == [HK]
+
+
+def test_require_audit_malformed_first_entry_of_other_miner_drops_it() -> None:
+    """Another miner's malformed first entry drops that miner; its later entries do not win."""
+    text = json.dumps(
+        [
+            {"hotkey": OTHER, "critical_prompts": "all"},
+            {"hotkey": OTHER, "critical_prompts": ["x"]},
+            {"hotkey": HK, "critical_prompts": ["y"]},
+        ]
+    )
+    parsed = parse_require_audit("rounds/3/require_audit.json", text, HK)
+    assert parsed.hotkeys() == [HK]
+    assert parsed.critical_prompts(OTHER) == []
+
+
+@pytest.mark.parametrize(
+    ("relpath", "content", "expected"),
+    [
+        ("submissions.json", "[]", "object"),
+        ("builds.json", '"text"', "object"),
+        ("require_audit.json", "{}", "list"),
+        ("require_audit.json", "null", "list"),
+    ],
+)
+def test_shared_file_must_still_be_json_of_its_type(
+    round_3: Path, relpath: str, content: str, expected: str
+) -> None:
+    """Per-entry reading never excuses a file that is not a JSON object (or list)."""
+    (round_3 / "rounds/3" / relpath).write_text(content)
+    with pytest.raises(CompetitionFileError) as info:
+        load_round_files(DirectorySource(round_3), 3, HK)
+    assert info.value.path == f"rounds/3/{relpath}"
+    assert info.value.field == "<root>"
+    assert f"expected a JSON {expected}" in str(info.value)
+
+
+def test_round_files_carry_the_miners_generated_json(round_3: Path) -> None:
+    """RoundFiles.generated is the miner's generated.json at the head; {} when it is absent."""
+    files = load_round_files(DirectorySource(round_3), 3, HK)
+    assert files.generated == load_generated(DirectorySource(round_3), 3, HK)
+    assert len(files.generated) == 128
+    (round_3 / f"rounds/3/{HK}/generated.json").unlink()
+    assert load_round_files(DirectorySource(round_3), 3, HK).generated == {}
+
+
+def test_audited_stems_drop_null_submissions() -> None:
+    """Upstream's audited set: submitted stems with both glb and png (5FLiyT19 round 0: 126)."""
+    hotkey = "5FLiyT19Vc2QEiuGkygZ7VZw9Y9i8WkT53k3Kda9FrKUUxuq"
+    files = load_round_files(DirectorySource(FIXTURES), 0, hotkey)
+    assert len(files.submitted) == 128
+    audited = files.audited_stems()
+    assert len(audited) == 126
+    dropped = [stem for stem in files.submitted if stem not in audited]
+    assert all(files.submitted[s].glb is None and files.submitted[s].png is None for s in dropped)
+    assert audited == [s for s in files.submitted if s not in dropped]  # submitted.json order

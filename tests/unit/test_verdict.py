@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activities.competition_repo import DirectorySource, load_generated, load_round_files
+from activities.competition_repo import DirectorySource, load_round_files
 from models.audit import AuditPolicy
 from models.competition import (
     AuditOutcome,
@@ -22,6 +23,7 @@ from models.competition import (
     GenerationEntry,
     parse_competition_file,
 )
+from starter import compute_verdict
 from workflows.policy.verdict import (
     BUILD_FAILED_REASON,
     DEPLOY_FAILED_REASON,
@@ -36,19 +38,21 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "competition-1"
 SOURCE = DirectorySource(FIXTURES)
 POLICY = AuditPolicy()
 
-# Audits where upstream checked every submitted prompt: reproduced field for field.
+# Audits the orchestrator wrote: reproduced field for field through the CLI's code path.
 COMPLETE = [
     (0, "5GgpGaDxzTyBAME1Ju9ZhUstWj2VTm1n4tAUkRHLi4birQZg"),
     (0, "5DScQA9A1u6WjdxbHhgyqDQWe46Jd6RGB97XontiqB2KnBRs"),
+    (0, "5FLiyT19Vc2QEiuGkygZ7VZw9Y9i8WkT53k3Kda9FrKUUxuq"),  # 2 null submissions dropped
     (0, "5FWtavKyXwQ6CnqM1LyvbGdhD4t7dE57oPe6attMT423HCgY"),
     (0, "5FcDQ6Eh3dCvSe5WCqNSkaGYkksEUvjm3Be5y1EbJcuKpTt8"),
     (3, "5F4HaNQJAXDhirU51GTz4vBvcEuUo3YSfhKuBT7qix35DkHP"),
 ]
-# Audits upstream stopped early (126 and 102 of 128 checked): the outcome still matches.
-EARLY_STOPPED = [
-    (0, "5FLiyT19Vc2QEiuGkygZ7VZw9Y9i8WkT53k3Kda9FrKUUxuq"),
+# Written by hand upstream (competition-1 commit 1eaf6ed, REFERENCE.md sec. 16): 102 checked,
+# 9 failed. The formula gives 128/36/0/67.987 on its files: the same outcome only.
+HAND_WRITTEN = [
     (0, "5FP3qpaSyRrmpEcFstA3NbCDFvRB6GErTrwTX93zNPJvwXfr"),
 ]
+LIYT = "5FLiyT19Vc2QEiuGkygZ7VZw9Y9i8WkT53k3Kda9FrKUUxuq"
 
 
 def real_audit(round_number: int, hotkey: str) -> GenerationAudit:
@@ -58,16 +62,15 @@ def real_audit(round_number: int, hotkey: str) -> GenerationAudit:
 
 
 def our_verdict(round_number: int, hotkey: str) -> tuple[GenerationAudit, int]:
-    """Our verdict from the fixture inputs, and the number of submitted stems."""
+    """Our verdict from the fixture inputs (the CLI's code path), and the audited-set size."""
     files = load_round_files(SOURCE, round_number, hotkey)
-    generated = load_generated(SOURCE, round_number, hotkey)
-    stems = list(files.submitted)
-    return decide(hotkey, stems, generated, files.critical_prompts, POLICY), len(stems)
+    audit = compute_verdict(SOURCE, round_number, hotkey, POLICY)
+    return audit, len(files.audited_stems())
 
 
 def test_fixture_covers_every_real_audit() -> None:
     """The two lists above are exactly the audits in the fixtures."""
-    listed = sorted(COMPLETE + EARLY_STOPPED)
+    listed = sorted(COMPLETE + HAND_WRITTEN)
     real = sorted(
         (n, hotkey)
         for n in (0, 3)
@@ -80,8 +83,8 @@ def test_fixture_covers_every_real_audit() -> None:
 def test_reproduces_complete_real_verdict_exactly(round_number: int, hotkey: str) -> None:
     """Outcome, counts, exact trimmed median and reason text equal upstream's."""
     real = real_audit(round_number, hotkey)
-    ours, submitted = our_verdict(round_number, hotkey)
-    assert real.checked_prompts == submitted
+    ours, audited = our_verdict(round_number, hotkey)
+    assert real.checked_prompts == audited
     assert ours.checked_prompts == real.checked_prompts
     assert ours.outcome == real.outcome
     assert ours.failed_prompts == real.failed_prompts
@@ -89,22 +92,43 @@ def test_reproduces_complete_real_verdict_exactly(round_number: int, hotkey: str
     assert ours.generation_time == real.generation_time  # exact float equality
     assert ours.reason == real.reason
     assert ours.hotkey == real.hotkey == hotkey
+    assert ours == real
 
 
-@pytest.mark.parametrize(("round_number", "hotkey"), EARLY_STOPPED)
-def test_early_stopped_real_verdict_outcome_matches(round_number: int, hotkey: str) -> None:
-    """Upstream stopped early; with every prompt checked the outcome is the same."""
+def test_audited_set_drops_null_submissions() -> None:
+    """5FLiyT19 round 0 submitted 128, 2 with null glb/png: 126 checked / 9 / 1 / 66.498."""
+    files = load_round_files(SOURCE, 0, LIYT)
+    assert len(files.submitted) == 128
+    assert len(files.audited_stems()) == 126
+    ours = compute_verdict(SOURCE, 0, LIYT, POLICY)
+    assert (ours.checked_prompts, ours.failed_prompts, ours.failed_critical) == (126, 9, 1)
+    assert ours.generation_time is not None
+    assert f"{ours.generation_time:.3f}" == "66.498"
+    assert ours.outcome is AuditOutcome.REJECTED
+    assert ours.reason == "Non-critical mismatches (9) exceed tolerance (6)"
+    # Counting the two null submissions too would add two missing generations.
+    every = decide(LIYT, list(files.submitted), files.generated, files.critical_prompts, POLICY)
+    assert every.checked_prompts == 128
+    assert every.failed_prompts + every.failed_critical == 9 + 1 + 2
+
+
+@pytest.mark.parametrize(("round_number", "hotkey"), HAND_WRITTEN)
+def test_hand_written_entry_outcome_matches(round_number: int, hotkey: str) -> None:
+    """The hand-written entry does not reproduce; the formula's outcome still matches it."""
     real = real_audit(round_number, hotkey)
-    ours, submitted = our_verdict(round_number, hotkey)
-    assert real.checked_prompts < submitted
+    ours, audited = our_verdict(round_number, hotkey)
+    assert real.checked_prompts < audited
     assert ours.outcome == real.outcome == AuditOutcome.REJECTED
     assert ours.failed_prompts >= real.failed_prompts
     assert ours.reason.startswith("Non-critical mismatches (")
+    assert (ours.checked_prompts, ours.failed_prompts, ours.failed_critical) == (128, 36, 0)
+    assert ours.generation_time is not None
+    assert f"{ours.generation_time:.3f}" == "67.987"
 
 
 def test_round_0_summary_matches_reference() -> None:
     """REFERENCE.md: round 0 has one pass (57.68 s, 0 mismatches) and five rejects."""
-    verdicts = [our_verdict(n, hk)[0] for n, hk in COMPLETE + EARLY_STOPPED if n == 0]
+    verdicts = [our_verdict(n, hk)[0] for n, hk in COMPLETE + HAND_WRITTEN if n == 0]
     passed = [v for v in verdicts if v.outcome is AuditOutcome.PASSED]
     assert len(passed) == 1
     assert f"{passed[0].generation_time:.2f}" == "57.68"
@@ -173,7 +197,7 @@ def test_deploy_failure_reason() -> None:
 
 def test_unknown_distance_is_a_mismatch() -> None:
     """Upstream accepted an unmeasured distance as 0.0; we count it as a mismatch."""
-    assert classify(ok(distance=None), POLICY) is Mismatch.DISTANCE_UNKNOWN
+    assert classify(ok(distance=None), POLICY) is Mismatch.TOO_DIFFERENT
     generated = {s: ok() for s in stems(20)}
     for s in stems(7):
         generated[s] = ok(distance=None)
@@ -345,3 +369,69 @@ def test_trimmed_median_between_min_and_max(times: list[float], trim: int) -> No
     result = trimmed_median(times, trim)
     assert result is not None
     assert min(times) <= result <= max(times)
+
+
+# --- upstream's formula at its edges ------------------------------------------------------------
+
+
+def test_empty_submitted_passes_with_zero_checked() -> None:
+    """Upstream quirk 5: nothing submitted passes, 0 checked, null time, no reason."""
+    v = decide("hk", [], {}, ["c"], POLICY)
+    assert v.model_dump(mode="json") == {
+        "hotkey": "hk",
+        "outcome": "passed",
+        "checked_prompts": 0,
+        "failed_prompts": 0,
+        "failed_critical": 0,
+        "generation_time": None,
+        "reason": "",
+    }
+
+
+def test_no_successful_generation_gives_null_time_and_only_upstream_reasons() -> None:
+    """Every result failed: null median, and the reasons are the mismatch counts alone."""
+    failed = GenerationEntry(glb=None, png=None, generation_time=50.0)
+    v = run({s: failed for s in stems(7)})
+    assert v.generation_time is None
+    assert v.reason == "Non-critical mismatches (7) exceed tolerance (6)"
+    few = run({s: failed for s in stems(3)})
+    assert few.generation_time is None
+    assert (few.outcome, few.reason, few.failed_prompts) == (AuditOutcome.PASSED, "", 3)
+
+
+def test_overtimes_and_distance_mismatches_are_timed() -> None:
+    """Times are those of non-failed results: overtime and too-different ones included."""
+    generated = {
+        "fast": ok(time=10.0),
+        "slow": ok(time=500.0),  # overtime: a mismatch, still timed
+        "far": ok(time=30.0, distance=0.9),  # too different: a mismatch, still timed
+        "failed": GenerationEntry(glb="g", png=None, generation_time=1000.0),  # not timed
+    }
+    v = run(generated, submitted=[*generated, "never"])
+    assert v.generation_time == 30.0  # median of 10, 30, 500
+    assert (v.checked_prompts, v.failed_prompts) == (5, 4)
+
+
+@pytest.mark.parametrize(("count", "median"), [(12, 6.5), (13, 7.0), (14, 7.5)])
+def test_trim_applies_only_above_twice_trim_count(count: int, median: float) -> None:
+    """12 times (= 2 * 6) are not trimmed; 13 and more lose 6 at each end."""
+    times = [float(i) for i in range(1, count + 1)]
+    times[-1] = 1000.0  # an outlier moves no median here, trimmed or not
+    v = run({f"s{i:03d}": ok(time=t) for i, t in enumerate(times)})
+    assert v.generation_time == median
+
+
+def test_null_submission_is_not_checked_even_if_generated(tmp_path: Path) -> None:
+    """A submitted entry with a null glb or png is outside the audited set, whatever exists."""
+    root = tmp_path / "competition"
+    shutil.copytree(FIXTURES / "rounds" / "0", root / "rounds" / "0")
+    miner = root / "rounds" / "0" / LIYT
+    submitted = json.loads((miner / "submitted.json").read_text())
+    generated = json.loads((miner / "generated.json").read_text())
+    null_stems = [s for s, e in submitted.items() if e["glb"] is None or e["png"] is None]
+    assert len(null_stems) == 2
+    for stem in null_stems:  # even a failed result for them changes nothing
+        generated[stem] = {"glb": None, "png": None, "generation_time": 999.0, "attempts": 3}
+    (miner / "generated.json").write_text(json.dumps(generated))
+    source = DirectorySource(root)
+    assert compute_verdict(source, 0, LIYT, POLICY) == real_audit(0, LIYT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,11 @@ class FakeWorld:
     deleted: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
     writes: list[WriteFilesInput] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)  # stem -> reported generation time
+    delays: dict[str, float] = field(default_factory=dict)  # stem -> seconds the call takes
+    not_visible: dict[str, int] = field(default_factory=dict)  # pod -> attempts never listed
+    builds: list[BuildStatus] = field(default_factory=list)  # statuses read before files.build
+    deploy_times: dict[str, float] = field(default_factory=dict)  # pod -> monotonic deploy time
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -105,11 +111,18 @@ class FakeWorld:
                     type=ErrorType.UNKNOWN_HOTKEY,
                     non_retryable=True,
                 )
+            if world.builds and world.files.build is not None:
+                status = world.builds.pop(0)
+                build = world.files.build.model_copy(
+                    update={"status": status, "docker_image": None}
+                )
+                return world.files.model_copy(update={"build": build})
             return world.files
 
         @activity.defn(name="deploy_pod")
         async def deploy_pod(input: DeployPodInput) -> PodRef:
             await asyncio.sleep(world.deploy_delay.get(input.name, 0.0))
+            world.deploy_times.setdefault(input.name, time.monotonic())
             world.deployed.append(input.name)
             world.log.append(("deploy", input.name))
             return PodRef(name=input.name, provider=input.provider, container_id=input.name)
@@ -119,6 +132,11 @@ class FakeWorld:
             if input.pod.name in world.bad_pods:
                 raise ApplicationError(
                     "never healthy", type=ErrorType.POD_UNHEALTHY, non_retryable=True
+                )
+            if world.not_visible.get(input.pod.name, 0) > 0:
+                world.not_visible[input.pod.name] -= 1
+                raise ApplicationError(
+                    "not listed in time", type=ErrorType.POD_NOT_VISIBLE, non_retryable=True
                 )
             return input.pod.model_copy(update={"url": f"http://{input.pod.name}"})
 
@@ -164,11 +182,14 @@ class FakeWorld:
                 raise ApplicationError(
                     f"{world.errors[stem]} for {stem}", type=world.errors[stem], non_retryable=True
                 )
+            await asyncio.sleep(world.delays.get(stem, 0.0))
             if world.failing.get(stem, 0) > 0:
                 world.failing[stem] -= 1
                 raise ApplicationError("HTTP 500", type=ErrorType.MINER_FAILED, non_retryable=True)
             return GenerateResult(
-                glb_uri=f"file:///gen/{stem}.glb", size=100, generation_time=world.generation_time
+                glb_uri=f"file:///gen/{stem}.glb",
+                size=100,
+                generation_time=world.times.get(stem, world.generation_time),
             )
 
         @activity.defn(name="fetch_artifact")

@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from models.audit import AuditInput, AuditPolicy, AuditResult, ProviderName
-from models.competition import AuditOutcome, BuildStatus
+from models.competition import AuditOutcome, BuildStatus, GenerationEntry
 from models.errors import ErrorType
 from tests.workflows.fakes import FakeWorld, round_files
 from workflows import WORKFLOWS
@@ -18,13 +18,22 @@ from workflows.audit import STATUS_KEY
 
 def policy(**overrides: object) -> AuditPolicy:
     base = AuditPolicy(
-        gpu_providers=[ProviderName.LOCAL], pod_min_samples=4, pod_failure_threshold=3
+        gpu_providers=[ProviderName.LOCAL],
+        pod_min_samples=4,
+        pod_failure_threshold=3,
+        pod_start_delay_seconds=0,
+        pod_acquisition_retry_interval_seconds=0.2,
+        pod_acquisition_max_attempts=2,
     )
     return base.model_copy(update=overrides)
 
 
 async def run_audit(
-    client: Client, world: FakeWorld, hotkey: str | None = None, workflow_id: str | None = None
+    client: Client,
+    world: FakeWorld,
+    hotkey: str | None = None,
+    workflow_id: str | None = None,
+    resume: bool = True,
 ) -> AuditResult:
     queue = f"q-{uuid.uuid4()}"
     pol = world.policy.model_copy(update={"gpu_task_queue": queue})
@@ -32,7 +41,7 @@ async def run_audit(
     async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=world.activities()):
         result: AuditResult = await client.execute_workflow(
             "AuditWorkflow",
-            AuditInput(round=1, hotkey=hotkey or world.files.hotkey, policy=pol),
+            AuditInput(round=1, hotkey=hotkey or world.files.hotkey, policy=pol, resume=resume),
             id=workflow_id or f"audit-1-{uuid.uuid4()}",
             task_queue=queue,
             result_type=AuditResult,
@@ -48,30 +57,135 @@ async def test_honest_miner_passes_with_each_prompt_generated_once(client: Clien
     assert result.audit.checked_prompts == 12
     assert sorted(world.generate_calls) == sorted(f"p{i:03d}#1" for i in range(12))
     assert sorted(world.deleted) == sorted(world.deployed)
-    assert len(world.deployed) == 4
-    assert len(world.writes) == 1
-    paths = [f.path for f in world.writes[0].files]
-    assert paths == [
+    assert world.deployed == [f"miner-01-5fake-{i}" for i in range(4)]
+    final = world.writes[-1]
+    assert [f.path for f in final.files] == [
         "rounds/1/5Fake/generated.json",
         "rounds/1/5Fake/pod_stats.json",
         "rounds/1/generation_audits.json",
     ]
+    assert final.message.splitlines() == [
+        "Update generated for round 1, miner 5Fake",
+        "Update generation audits for round 1",
+        "Update pod stats for round 1, miner 5Fake",
+    ]
 
 
-async def test_mismatches_reject_and_stop_early(client: Client) -> None:
-    """Mismatches over tolerance reject; generation stops once the verdict is final."""
+async def test_audited_set_drops_null_submissions_before_renting(client: Client) -> None:
+    """Submitted entries with glb or png null are never generated; checked counts the rest."""
+    files = round_files(6)
+    submitted = dict(files.submitted)
+    submitted["p001"] = submitted["p001"].model_copy(update={"png": None})
+    submitted["p004"] = submitted["p004"].model_copy(update={"glb": None})
+    world = FakeWorld(files=files.model_copy(update={"submitted": submitted}), policy=policy())
+    result = await run_audit(client, world)
+    assert result.audit.checked_prompts == 4
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert not [c for c in world.generate_calls if c.split("#")[0] in ("p001", "p004")]
+
+
+async def test_all_null_submission_passes_with_nothing_rented(client: Client) -> None:
+    """Upstream quirk kept: nothing to audit passes with 0 checked, and no pod is rented."""
+    files = round_files(2).model_copy(update={"submitted": {}})
+    world = FakeWorld(files=files, policy=policy())
+    result = await run_audit(client, world)
+    assert (result.audit.outcome, result.audit.checked_prompts) == (AuditOutcome.PASSED, 0)
+    assert world.deployed == []
+
+
+async def test_pod_never_retakes_a_prompt_it_tried(client: Client) -> None:
+    """A failed prompt goes to another pod; a pod left with only prompts it tried leaves
+    ("no work available") and a replacement pod takes them."""
+    world = FakeWorld(
+        files=round_files(2),
+        policy=policy(pods_per_miner=2, initial_pod_count=2, max_pod_attempts=4),
+        failing={"p001": 2},
+        delays={"p000": 0.5},
+    )
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    tried = [c for c in world.generate_calls if c.startswith("p001")]
+    assert tried == ["p001#1", "p001#2", "p001#3"]
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict)
+    assert "no work available" in {s["termination_reason"] for s in stats.values()}
+    assert len(world.deployed) >= 3
+
+
+async def test_max_pod_attempts_is_per_miner(client: Client) -> None:
+    """Pods that keep failing are replaced until MAX_POD_ATTEMPTS pods were started in all."""
+    world = FakeWorld(
+        files=round_files(40),
+        policy=policy(
+            pods_per_miner=2, initial_pod_count=1, max_pod_attempts=4, max_prompt_attempts=2
+        ),
+        failing={f"p{i:03d}": 99 for i in range(40)},
+    )
+    result = await run_audit(client, world)
+    assert result.pods_started == 4
+    assert world.deployed == [f"miner-01-5fake-{i}" for i in range(4)]
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict)
+    assert stats["miner-01-5fake-0"]["termination_reason"] == "4 failures + 0 overtimes >= 3"
+    assert stats["miner-01-5fake-0"]["marked_bad"] is True
+    assert result.audit.outcome is AuditOutcome.REJECTED
+
+
+async def test_slow_generation_keeps_its_real_time_as_an_overtime(client: Client) -> None:
+    """A generation slower than GENERATION_TIMEOUT keeps its time: retried, and a mismatch."""
+    world = FakeWorld(
+        files=round_files(3),
+        policy=policy(
+            pods_per_miner=2,
+            max_prompt_attempts=2,
+            generation_timeout_seconds=5,
+            median_limit_seconds=3,
+        ),
+        times={"p002": 9.0},
+    )
+    result = await run_audit(client, world)
+    generated = world.writes[-1].files[0].value
+    assert isinstance(generated, dict), world.generate_calls
+    assert generated["p002"]["generation_time"] == 9.0
+    assert generated["p002"]["attempts"] == 2
+    assert generated["p002"]["glb"] is not None
+    assert [c for c in world.generate_calls if c.startswith("p002")] == ["p002#1", "p002#2"]
+    assert result.audit.failed_prompts == 1
+    assert result.audit.generation_time == 1.0
+
+
+async def test_distance_mismatch_is_final_and_the_miners_not_the_pods(client: Client) -> None:
+    """A far result is never retried and never marks its pod bad."""
+    world = FakeWorld(
+        files=round_files(8),
+        policy=policy(pods_per_miner=2, pod_failure_threshold=2, pod_min_samples=2),
+        mismatching={f"p{i:03d}" for i in range(5)},
+    )
+    result = await run_audit(client, world)
+    assert len(world.generate_calls) == 8
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict)
+    assert not any(s["marked_bad"] for s in stats.values())
+    assert result.audit.failed_prompts == 5
+
+
+async def test_early_exit_at_upstream_mismatch_limit(client: Client) -> None:
+    """Generation stops once 2 x MAX_MISMATCHED_PROMPTS prompts are final mismatches; the
+    entry is upstream's formula over every audited prompt (never-generated ones mismatch)."""
     files = round_files(40, critical=["p000", "p001"])
     world = FakeWorld(
         files=files,
-        policy=policy(pods_per_miner=2, initial_pod_count=1, pod_failure_threshold=100),
-        mismatching={f"p{i:03d}" for i in range(20)},
+        policy=policy(pods_per_miner=1, initial_pod_count=1, max_prompt_attempts=1),
+        mismatching={f"p{i:03d}" for i in range(40)},
     )
     result = await run_audit(client, world)
-    assert result.audit.outcome is AuditOutcome.REJECTED
     assert result.early_exit
-    assert result.audit.checked_prompts < 40
-    assert "Critical mismatches (2) exceed tolerance (1)" in result.audit.reason
-    assert sorted(world.deleted) == sorted(world.deployed)
+    assert len(world.generate_calls) == 12
+    assert result.audit.checked_prompts == 40
+    assert (result.audit.failed_prompts, result.audit.failed_critical) == (38, 2)
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict)
+    assert stats["miner-01-5fake-0"]["termination_reason"] == "mismatch limit"
 
 
 async def test_failed_prompt_is_retried_on_another_pod(client: Client) -> None:
@@ -84,6 +198,19 @@ async def test_failed_prompt_is_retried_on_another_pod(client: Client) -> None:
     assert result.generations == 7
 
 
+async def test_prompt_lock_timeout_lets_another_pod_take_it(client: Client) -> None:
+    """A prompt held longer than PROMPT_LOCK_TIMEOUT by one pod is taken by an idle one."""
+    world = FakeWorld(
+        files=round_files(2),
+        policy=policy(pods_per_miner=2, prompt_lock_timeout_seconds=1.0),
+        delays={"p000": 4.0},
+    )
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.generate_calls.count("p000#1") == 1
+    assert world.generate_calls.count("p000#2") == 1
+
+
 async def test_build_failure_rejects_without_pods(client: Client) -> None:
     """A failed build writes the build-failure verdict and rents nothing."""
     world = FakeWorld(files=round_files(3, build_status=BuildStatus.FAILURE), policy=policy())
@@ -92,16 +219,125 @@ async def test_build_failure_rejects_without_pods(client: Client) -> None:
     assert world.deployed == []
 
 
-async def test_no_healthy_pod_rejects_with_deploy_failure(client: Client) -> None:
-    """When no pod ever becomes healthy the verdict is the deploy failure."""
+async def test_in_progress_build_is_waited_for(client: Client) -> None:
+    """A build upstream reports as in_progress is waited for, then audited."""
+    world = FakeWorld(
+        files=round_files(2),
+        policy=policy(check_build_interval_seconds=0.2),
+        builds=[BuildStatus.PENDING, BuildStatus.IN_PROGRESS],
+    )
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.builds == []
+
+
+async def test_deploy_failure_only_when_every_initial_pod_failed(client: Client) -> None:
+    """No initial pod healthy: "Failed to deploy a docker image", with no replacement pods."""
     world = FakeWorld(
         files=round_files(3),
-        policy=policy(pods_per_miner=1, initial_pod_count=1, max_pod_attempts=2),
+        policy=policy(pods_per_miner=2, initial_pod_count=2, max_pod_attempts=6),
     )
-    world.bad_pods = {"miner-01-5fake-0-0", "miner-01-5fake-0-1"}
+    world.bad_pods = {"miner-01-5fake-0", "miner-01-5fake-1"}
     result = await run_audit(client, world)
     assert result.audit.reason == "Failed to deploy a docker image"
+    assert world.deployed == ["miner-01-5fake-0", "miner-01-5fake-1"]
     assert sorted(world.deleted) == sorted(world.deployed)
+    assert [f.path for f in world.writes[-1].files] == ["rounds/1/generation_audits.json"]
+
+
+async def test_one_healthy_initial_pod_is_enough(client: Client) -> None:
+    """One initial pod failing warm-up is replaced once another is healthy; it has no stats."""
+    world = FakeWorld(
+        files=round_files(4),
+        policy=policy(pods_per_miner=2, initial_pod_count=2, max_pod_attempts=3),
+        delays={"p000": 0.5},
+    )
+    world.bad_pods = {"miner-01-5fake-0"}
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict)
+    assert "miner-01-5fake-0" not in stats
+
+
+async def test_pod_acquisition_retries_an_invisible_pod(client: Client) -> None:
+    """A pod not listed in time is deleted and acquired again after the retry interval."""
+    world = FakeWorld(
+        files=round_files(2),
+        policy=policy(pods_per_miner=1, initial_pod_count=1, pod_acquisition_max_attempts=3),
+    )
+    world.not_visible = {"miner-01-5fake-0": 2}
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.deployed == ["miner-01-5fake-0"] * 3
+    assert world.deleted.count("miner-01-5fake-0") == 3
+
+
+async def test_pods_start_pod_start_delay_apart(client: Client) -> None:
+    """Pods of one expansion are started POD_START_DELAY apart (durable timers)."""
+    world = FakeWorld(
+        files=round_files(6),
+        policy=policy(pods_per_miner=3, initial_pod_count=1, pod_start_delay_seconds=1.0),
+        delays={f"p{i:03d}": 0.5 for i in range(6)},
+    )
+    await run_audit(client, world)
+    starts = sorted(world.deploy_times.values())
+    assert len(starts) == 3
+    assert starts[2] - starts[1] >= 0.9
+
+
+async def test_generated_json_is_committed_as_results_arrive(client: Client) -> None:
+    """generated.json is committed before the verdict (upstream's batcher: first at once)."""
+    world = FakeWorld(files=round_files(3), policy=policy(pods_per_miner=1, initial_pod_count=1))
+    await run_audit(client, world)
+    assert len(world.writes) >= 2
+    first = world.writes[0]
+    assert first.files[0].path == "rounds/1/5Fake/generated.json"
+    assert first.message == "Update generated for round 1, miner 5Fake"
+
+
+async def test_new_run_resumes_from_generated_json(client: Client) -> None:
+    """Prompts already settled in generated.json are not generated (or paid for) again."""
+    files = round_files(4)
+    done = GenerationEntry(
+        glb="http://cdn/p000.glb",
+        png="http://cdn/p000.png",
+        generation_time=3.0,
+        size=9,
+        attempts=1,
+        distance=0.02,
+    )
+    failed_once = GenerationEntry(attempts=1, size=0, distance=0.0)
+    files = files.model_copy(update={"generated": {"p000": done, "p001": failed_once}})
+    world = FakeWorld(files=files, policy=policy())
+    result = await run_audit(client, world)
+    assert sorted(world.generate_calls) == ["p001#1", "p002#1", "p003#1"]
+    generated = world.writes[-1].files[0].value
+    assert isinstance(generated, dict)
+    assert generated["p000"]["glb"] == "http://cdn/p000.glb"
+    assert generated["p001"]["attempts"] == 2
+    assert result.audit.checked_prompts == 4
+
+
+async def test_reaudit_without_resume_regenerates_everything(client: Client) -> None:
+    """`resume: false` (a deliberate re-audit) ignores generated.json."""
+    files = round_files(2)
+    done = GenerationEntry(glb="g", png="p", generation_time=3.0, size=9, attempts=1)
+    files = files.model_copy(update={"generated": {"p000": done}})
+    world = FakeWorld(files=files, policy=policy())
+    await run_audit(client, world, resume=False)
+    assert sorted(world.generate_calls) == ["p000#1", "p001#1"]
+
+
+async def test_everything_already_done_writes_the_verdict_without_pods(client: Client) -> None:
+    """A run whose generated.json settles every prompt rents nothing."""
+    files = round_files(2)
+    entry = GenerationEntry(glb="g", png="p", generation_time=3.0, size=9, attempts=1)
+    files = files.model_copy(update={"generated": {"p000": entry, "p001": entry}})
+    world = FakeWorld(files=files, policy=policy())
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.deployed == []
 
 
 async def test_unknown_hotkey_fails_clearly(client: Client) -> None:
@@ -126,16 +362,22 @@ async def test_bad_miner_output_is_a_recorded_failed_prompt(client: Client) -> N
     )
     result = await run_audit(client, world)
     assert world.generate_calls.count("p001#1") + world.generate_calls.count("p001#2") == 2
-    generated = world.writes[0].files[0].value
+    generated = world.writes[-1].files[0].value
     assert isinstance(generated, dict)
-    assert generated["p001"]["glb"] is None
-    assert generated["p001"]["attempts"] == 2
+    assert generated["p001"] == {
+        "glb": None,
+        "png": None,
+        "generation_time": 0.0,
+        "size": 0,
+        "attempts": 2,
+        "distance": 0.0,
+    }
     assert result.audit.failed_prompts == 1
     assert result.audit.checked_prompts == 5
 
 
-async def test_unavailable_prompt_fails_once_without_blaming_the_pod(client: Client) -> None:
-    """A prompt image that 404s is failed at once (no retry on other pods), pods stay good."""
+async def test_unavailable_prompt_is_dropped_without_blaming_the_pod(client: Client) -> None:
+    """A prompt image that 404s is dropped (upstream), a mismatch, and no pod is charged."""
     world = FakeWorld(
         files=round_files(5),
         policy=policy(pods_per_miner=2),
@@ -144,53 +386,10 @@ async def test_unavailable_prompt_fails_once_without_blaming_the_pod(client: Cli
     result = await run_audit(client, world)
     assert world.prompt_fetches.count("p003") == 1
     assert [c for c in world.generate_calls if c.startswith("p003")] == []
-    stats = world.writes[0].files[1].value
+    stats = world.writes[-1].files[1].value
     assert isinstance(stats, dict)
     assert sum(s["hard_failed"] for s in stats.values()) == 0
     assert result.audit.failed_prompts == 1
-
-
-async def test_single_pod_retries_its_own_failures(client: Client) -> None:
-    """With one pod, a failed prompt comes back to that pod instead of waiting forever."""
-    world = FakeWorld(
-        files=round_files(3),
-        policy=policy(pods_per_miner=1, initial_pod_count=1),
-        failing={"p001": 2},
-    )
-    result = await run_audit(client, world)
-    assert result.audit.outcome is AuditOutcome.PASSED
-    assert [c for c in world.generate_calls if c.startswith("p001")] == [
-        "p001#1",
-        "p001#2",
-        "p001#3",
-    ]
-
-
-async def test_last_pod_that_fails_to_deploy_is_replaced(client: Client) -> None:
-    """A single slot whose first pod never gets healthy is replaced, and the audit passes."""
-    world = FakeWorld(
-        files=round_files(3),
-        policy=policy(pods_per_miner=1, initial_pod_count=1, max_pod_attempts=3),
-    )
-    world.bad_pods = {"miner-01-5fake-0-0"}
-    result = await run_audit(client, world)
-    assert result.audit.outcome is AuditOutcome.PASSED
-    assert world.deployed == ["miner-01-5fake-0-0", "miner-01-5fake-0-1"]
-    assert sorted(world.deleted) == sorted(world.deployed)
-    stats = world.writes[0].files[1].value
-    assert isinstance(stats, dict)
-    assert stats["miner-01-5fake-0-0"]["marked_bad"] is True
-    assert "deploy failed" in stats["miner-01-5fake-0-0"]["termination_reason"]
-
-
-async def test_empty_submission_is_decided_without_renting_pods(client: Client) -> None:
-    """Nothing submitted: rejected with a clear reason, and no pod is rented."""
-    files = round_files(2).model_copy(update={"submitted": {}})
-    world = FakeWorld(files=files, policy=policy())
-    result = await run_audit(client, world)
-    assert result.audit.outcome is AuditOutcome.REJECTED
-    assert result.audit.reason == "No submitted prompts to check"
-    assert world.deployed == []
 
 
 async def test_prompt_server_outage_is_not_charged_to_the_miner(client: Client) -> None:
@@ -208,19 +407,16 @@ async def test_pod_that_cannot_be_deleted_still_ends_and_the_verdict_is_written(
 ) -> None:
     """A rejected delete does not hang the audit: the pod reports and the sweep is the net."""
     world = FakeWorld(files=round_files(3), policy=policy(pods_per_miner=1, initial_pod_count=1))
-    world.undeletable = {"miner-01-5fake-0-0"}
+    world.undeletable = {"miner-01-5fake-0"}
     result = await run_audit(client, world)
     assert result.audit.outcome is AuditOutcome.PASSED
-    stats = world.writes[0].files[1].value
-    assert isinstance(stats, dict)
-    assert "delete failed" in stats["miner-01-5fake-0-0"]["termination_reason"]
     assert world.swept
 
 
 async def test_pod_stopped_while_deploying_is_deleted_after_it_exists(client: Client) -> None:
     """Stop during a slow deploy: the deploy finishes first, then that pod is deleted."""
     world = FakeWorld(files=round_files(1), policy=policy(pods_per_miner=2, initial_pod_count=1))
-    world.deploy_delay = {"miner-01-5fake-1-0": 1.5}
+    world.deploy_delay = {"miner-01-5fake-1": 1.5}
     await run_audit(client, world)
     assert sorted(world.deleted) == sorted(world.deployed)
     for name in world.deployed:

@@ -1,10 +1,12 @@
-"""The audit verdict, exactly as the real competition decides it (pure; importable by workflows).
+"""The audit verdict, exactly as upstream c263c11 decides it (pure; `miner_audit.py`).
 
-For every stem the miner submitted: a mismatch if the generation is missing, failed (no glb or
-png), overtime (> generation timeout), farther than the acceptable distance, or its distance is
-unknown (upstream silently accepted an unmeasured distance; we never do). Mismatches on critical
-prompts are counted separately. Times of non-failed generations are sorted, trimmed by
-`trim_count` at each end when there are more than 2 * trim_count, and their median decides speed.
+The checked stems are the audited set: submitted entries with both glb and png (the caller
+passes `RoundFiles.audited_stems()`), regenerated or not. A stem is a mismatch when it has no
+generated result, the result failed (no glb or png), took longer than GENERATION_TIMEOUT, or is
+farther than ACCEPTABLE_DISTANCE (all strict); critical stems are counted apart. The times of
+non-failed results (overtimes and far ones included) are sorted, `trim_count` is cut from each
+end when there are more than 2 * trim_count, and their median is the generation time.
+An unknown distance in our files is a mismatch (`coordinator.distance_of`); upstream stored 0.0.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.audit import AuditPolicy
 from models.competition import AuditOutcome, GenerationAudit, GenerationEntry
+from workflows.policy.coordinator import distance_of
 
 BUILD_FAILED_REASON = "Failed to build a docker image"
 DEPLOY_FAILED_REASON = "Failed to deploy a docker image"
@@ -28,7 +31,6 @@ class Mismatch(StrEnum):
     MISSING = "missing"
     FAILED = "failed"
     OVERTIME = "overtime"
-    DISTANCE_UNKNOWN = "distance_unknown"
     TOO_DIFFERENT = "too_different"
 
 
@@ -43,20 +45,18 @@ class MismatchCounts(BaseModel):
 
 def is_failed(entry: GenerationEntry) -> bool:
     """A generation without a GLB or preview failed."""
-    return entry.glb is None or entry.png is None
+    return entry.is_failed()
 
 
 def classify(entry: GenerationEntry | None, policy: AuditPolicy) -> Mismatch | None:
     """The mismatch reason of one stem's generation, or None when it matches."""
     if entry is None:
         return Mismatch.MISSING
-    if is_failed(entry):
+    if entry.is_failed():
         return Mismatch.FAILED
     if entry.generation_time > policy.generation_timeout_seconds:
         return Mismatch.OVERTIME
-    if entry.distance is None:
-        return Mismatch.DISTANCE_UNKNOWN
-    if entry.distance > policy.acceptable_distance:
+    if distance_of(entry) > policy.acceptable_distance:
         return Mismatch.TOO_DIFFERENT
     return None
 
@@ -92,22 +92,18 @@ def trimmed_median(times: Iterable[float], trim_count: int) -> float | None:
 
 def decide(
     hotkey: str,
-    submitted_stems: Iterable[str],
+    audited_stems: Iterable[str],
     generated: Mapping[str, GenerationEntry],
     critical: Iterable[str],
     policy: AuditPolicy,
 ) -> GenerationAudit:
-    """The generation_audits.json entry for a miner.
-
-    `submitted_stems` are the stems checked: all submitted stems for a complete audit, or the
-    stems decided so far when the audit stopped early because the verdict could not change.
-    """
-    stems = list(submitted_stems)
+    """The generation_audits.json entry for a miner (upstream's `audit_generations`)."""
+    stems = list(audited_stems)
     counts = count_mismatches(stems, generated, critical, policy)
     times = [
         entry.generation_time
         for stem in stems
-        if (entry := generated.get(stem)) is not None and not is_failed(entry)
+        if (entry := generated.get(stem)) is not None and not entry.is_failed()
     ]
     median = trimmed_median(times, policy.trim_count)
     reasons: list[str] = []
@@ -116,10 +112,6 @@ def decide(
             f"Trimmed median generation time ({median:.2f}s) exceeds limit "
             f"({policy.median_limit_seconds:.2f}s)"
         )
-    if not stems:
-        reasons.append("No submitted prompts to check")
-    elif median is None:
-        reasons.append("No successful generation to time")
     if counts.non_critical > policy.max_mismatched_prompts:
         reasons.append(
             f"Non-critical mismatches ({counts.non_critical}) exceed tolerance "
@@ -142,7 +134,7 @@ def decide(
 
 
 def verdict_is_final(counts: MismatchCounts, policy: AuditPolicy) -> bool:
-    """True once mismatches exceed a tolerance: more results cannot turn the verdict to pass."""
+    """True once settled mismatches exceed a tolerance: more results cannot make it pass."""
     return (
         counts.non_critical > policy.max_mismatched_prompts
         or counts.critical > policy.max_mismatched_critical_prompts

@@ -1,4 +1,4 @@
-"""When is a pod bad (pure): upstream thresholds, applied after each processed prompt."""
+"""When is a pod bad in a v1 audit (frozen; see workflows/legacy/__init__.py)."""
 
 from __future__ import annotations
 

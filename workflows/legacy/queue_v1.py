@@ -1,4 +1,4 @@
-"""Prompt assignment and result merging for an audit (pure; upstream rules proven in production).
+"""Prompt assignment and result merging of v1 audits (frozen; see workflows/legacy/__init__.py).
 
 - A pod gets the prompt with the fewest attempts that it has not tried itself (ties: file order);
   one it tried comes back to it only when every live pod has tried it.
