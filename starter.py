@@ -94,6 +94,7 @@ async def start_audit(
     *,
     task_queue: str = TASK_QUEUE,
     policy: AuditPolicy | None = None,
+    resume: bool = True,
 ) -> WorkflowHandle[object, AuditResult]:
     """Start AuditWorkflow, or attach to the running one with the same id (never a duplicate).
 
@@ -103,7 +104,7 @@ async def start_audit(
     try:
         handle: WorkflowHandle[object, AuditResult] = await client.start_workflow(
             "AuditWorkflow",
-            AuditInput(round=round_number, hotkey=hotkey, policy=policy),
+            AuditInput(round=round_number, hotkey=hotkey, policy=policy, resume=resume),
             id=workflow_id,
             task_queue=task_queue,
             result_type=AuditResult,
@@ -154,13 +155,17 @@ async def watch_audit(
     return result_task.result()
 
 
-async def run_audit_command(settings: Settings, round_number: int, hotkey: str, wait: bool) -> int:
+async def run_audit_command(
+    settings: Settings, round_number: int, hotkey: str, wait: bool, resume: bool = True
+) -> int:
     """`starter.py audit`."""
     server = await ensure_server(settings)
     if server is not None:
         print(f"started the embedded Temporal server at {settings.temporal_address}")
     client = await connect(settings)
-    handle = await start_audit(client, round_number, hotkey, task_queue=settings.task_queue)
+    handle = await start_audit(
+        client, round_number, hotkey, task_queue=settings.task_queue, resume=resume
+    )
     print(f"audit {handle.id} on task queue {settings.task_queue}")
     print(f"history: {history_url(settings.temporal_namespace, handle.id)}")
     if not wait:
@@ -184,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--round", type=int, required=True)
     audit.add_argument("--hotkey", required=True)
     audit.add_argument("--no-wait", action="store_true", help="start and return at once")
+    audit.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="a deliberate re-audit: regenerate everything instead of resuming from generated.json",
+    )
     check = sub.add_parser(
         "verdict",
         help="print the verdict implied by a repo's files (JSON; the thresholds go to stderr)",
@@ -212,7 +222,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             stdout.write(json.dumps(audit.model_dump(mode="json"), indent=2) + "\n")
             return 0
         return asyncio.run(
-            run_audit_command(settings, args.round, args.hotkey, wait=not args.no_wait)
+            run_audit_command(
+                settings, args.round, args.hotkey, wait=not args.no_wait, resume=not args.no_resume
+            )
         )
     except (
         SettingsError,

@@ -30,6 +30,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from models.audit import (
     GeneratedResult,
     JsonFileWrite,
@@ -72,6 +73,10 @@ _CONFLICT_MARKERS = (
     "failed to update ref",
     "incorrect old value",
 )
+
+
+WRITE_HEARTBEAT_SECONDS = 2.0
+"""`write_files` beats this often, so a write lost with its worker is retried within seconds."""
 
 
 class CompetitionRepoError(RuntimeError):
@@ -635,7 +640,8 @@ class CompetitionRepoActivities:
         errors: InvalidInput, CompetitionFileInvalid; GitPushConflict is retryable.
         """
         with _application_errors():
-            commit = await asyncio.to_thread(self._repo.write, input.message, list(input.files))
+            async with heartbeating(WRITE_HEARTBEAT_SECONDS):
+                commit = await asyncio.to_thread(self._repo.write, input.message, list(input.files))
         return WriteFilesResult(commit=commit)
 
     def _read_round_files(self, input: ReadRoundFilesInput) -> RoundFiles:

@@ -27,6 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.artifacts import ArtifactStore
+from activities.heartbeat import heartbeating
 from models.audit import (
     ArtifactResult,
     FetchArtifactInput,
@@ -180,7 +181,7 @@ class GenerationActivities:
             return done
 
         # Heartbeat through all of it: a large GLB takes a while to validate and store too.
-        async with _heartbeating(self._heartbeat_interval):
+        async with heartbeating(self._heartbeat_interval):
             record = await self._prompt_record(input.round, input.prompt_url)
             prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
             body, generation_time = await self._call_miner(input, prompt)
@@ -387,7 +388,7 @@ class GenerationActivities:
         """GET a submitted artifact, mapping failures to SUBMISSION_UNAVAILABLE or retryable."""
         async with (
             _download_errors("submission", url, ErrorType.SUBMISSION_UNAVAILABLE),
-            _heartbeating(self._heartbeat_interval),
+            heartbeating(self._heartbeat_interval),
         ):
             return await self._download(url, max_bytes)
 
@@ -467,24 +468,6 @@ async def _download_errors(what: str, url: str, unavailable: ErrorType) -> Async
         ) from exc
     except httpx.TransportError as exc:
         raise ApplicationError(f"{what} {url}: {type(exc).__name__}: {exc}, will retry") from exc
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(interval: float) -> AsyncIterator[None]:
-    """Heartbeat every `interval` seconds while the body runs (cancellation arrives this way)."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        # asyncio.wait neither raises the task's CancelledError nor swallows our own.
-        await asyncio.wait({task})
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:

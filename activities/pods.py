@@ -21,6 +21,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from models.audit import (
     AwaitPodHealthyInput,
     DeletePodInput,
@@ -203,7 +204,7 @@ class PodActivities:
             else self._check_interval
         )
         progress = _Progress.resume(activity.info().heartbeat_details)
-        async with _heartbeating(progress, self._heartbeat):
+        async with heartbeating(self._heartbeat, progress.details):
             if progress.visible_at is not None and progress.url is not None:
                 visible_at, url = progress.visible_at, progress.url  # a retry, already visible
             else:
@@ -473,21 +474,3 @@ class _Progress:
 
     def details(self) -> tuple[float, float | None, str | None, str | None]:
         return (self.started, self.visible_at, self.url, self.container_id)
-
-
-@asynccontextmanager
-async def _heartbeating(progress: _Progress, interval: float) -> AsyncIterator[None]:
-    """Heartbeat `progress` every `interval` seconds while the block runs (long polls too)."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(*progress.details())
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        # asyncio.wait neither raises the task's CancelledError nor swallows our own.
-        await asyncio.wait({task})

@@ -179,6 +179,8 @@ def long_audit_world(prompts: int, pods: int, initial_pods: int, generation: flo
         gpu_providers=[ProviderName.LOCAL],
         pods_per_miner=pods,
         initial_pod_count=initial_pods,
+        max_pod_attempts=max(pods, 6),
+        pod_start_delay_seconds=0,
     )
     return FakeWorld(
         files=round_files(prompts, hotkey="5Bench"), policy=policy, generation_time=generation

@@ -140,12 +140,15 @@ def publish_round(
         glb_dir = www_root / "rounds" / str(round_number) / miner.hotkey
         glb_dir.mkdir(parents=True, exist_ok=True)
         submitted = {}
-        for stem in stems:
+        for index, stem in enumerate(stems):
             glb = generate_glb(digests[stem], seed, 0)
             (glb_dir / f"{stem}.glb").write_bytes(glb)
+            # Upstream's submission-collector stores a preview beside each GLB; an entry without
+            # one is not audited. The audit renders the GLB itself, so any PNG serves here.
+            (glb_dir / f"{stem}.png").write_bytes(prompt_png(index))
             submitted[stem] = {
                 "glb": f"{base_url}/rounds/{round_number}/{miner.hotkey}/{stem}.glb",
-                "png": None,
+                "png": f"{base_url}/rounds/{round_number}/{miner.hotkey}/{stem}.png",
                 "generation_time": 0.0,
                 "size": len(glb),
                 "attempts": 0,

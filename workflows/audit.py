@@ -101,6 +101,7 @@ class AuditWorkflow:
         self._run: AuditRun | None = input.run
         self._v1: AuditV1 | None = AuditV1(input, self._inbox) if input.state else None
         self._status = AuditStatus.GENERATING if input.run else AuditStatus.READING
+        self._commit: workflow.ActivityHandle[WriteFilesResult] | None = None
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -133,7 +134,7 @@ class AuditWorkflow:
             while not self._generation_over():
                 await self._start_due_pods()
                 await self._dispatch()
-                await self._commit_progress()
+                self._commit_progress()
                 if workflow.info().is_continue_as_new_suggested():
                     await self._continue_as_new(input)
                 await self._wait_for_events()
@@ -569,6 +570,7 @@ class AuditWorkflow:
 
     async def _continue_as_new(self, input: AuditInput) -> None:
         run = self._require_run()
+        await self._settle_commit()
         await workflow.wait_condition(workflow.all_handlers_finished)
         run.inbox = list(self._inbox)
         workflow.continue_as_new(AuditInput(round=input.round, hotkey=input.hotkey, run=run))
@@ -585,6 +587,7 @@ class AuditWorkflow:
         else:
             reason = pod_tracker.REASON_STOPPED
         await self._stop_all_pods(reason)
+        await self._settle_commit()
         if run.pods:
             try:
                 await self._sweep()
@@ -623,10 +626,23 @@ class AuditWorkflow:
             )
         return writes
 
-    async def _commit_progress(self) -> None:
+    def _commit_progress(self) -> None:
         """Commit generated.json / pod_stats.json as results arrive, batched like upstream's git
-        batcher (the first change at once, then at most every GENERATED_COMMIT_INTERVAL)."""
+        batcher (the first change at once, then at most every GENERATED_COMMIT_INTERVAL).
+
+        The commit runs beside the loop (a slow or retried push never holds up assignments);
+        one at a time, and the final write waits for it, so files only move forward.
+        """
         run = self._require_run()
+        if self._commit is not None:
+            if not self._commit.done():
+                return
+            try:
+                self._commit.result()
+            except ActivityError as e:
+                workflow.logger.warning("progress commit failed, will retry: %s", failure(e)[0])
+                run.generated_dirty = run.stats_dirty = True
+            self._commit = None
         if not (run.generated_dirty or run.stats_dirty):
             return
         now = workflow.now()
@@ -634,7 +650,7 @@ class AuditWorkflow:
         if run.last_commit_at is not None and now - run.last_commit_at < interval:
             return
         files = run.round_files
-        await workflow.execute_activity(
+        self._commit = workflow.start_activity(
             "write_files",
             WriteFilesInput(
                 message=_commit_message(files, generated=True, stats=bool(run.pod_stats)),
@@ -646,6 +662,17 @@ class AuditWorkflow:
         )
         run.generated_dirty = run.stats_dirty = False
         run.last_commit_at = now
+
+    async def _settle_commit(self) -> None:
+        """Wait for a progress commit in flight (before the final write or continue-as-new)."""
+        if self._commit is None:
+            return
+        try:
+            await self._commit
+        except ActivityError as e:
+            workflow.logger.warning("progress commit failed: %s", failure(e)[0])
+            self._require_run().generated_dirty = True
+        self._commit = None
 
     def _mismatch_counts(self, run: AuditRun) -> verdict.MismatchCounts:
         settled = [p.stem for p in run.prompts.values() if p.done]

@@ -37,7 +37,14 @@ READ_REPO = ActivityOptions(
     schedule_to_close_timeout=timedelta(minutes=30),
     retry_policy=BACKOFF,
 )
-WRITE_REPO = READ_REPO
+WRITE_REPO = ActivityOptions(
+    # Heartbeats: a commit lost with a killed worker is retried in seconds, not minutes (the
+    # audit's loop and its final write wait for it).
+    start_to_close_timeout=timedelta(minutes=5),
+    heartbeat_timeout=timedelta(seconds=10),
+    schedule_to_close_timeout=timedelta(minutes=30),
+    retry_policy=BACKOFF,
+)
 LOAD_POLICY = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),
     schedule_to_close_timeout=timedelta(minutes=10),

@@ -241,17 +241,19 @@ class PodWorkflow:
             return f"deploy failed on {provider}: {failure(e)[0]}", False
         visibility = timedelta(seconds=policy.pod_visibility_timeout_seconds)
         warmup = timedelta(seconds=policy.pod_warmup_timeout_seconds)
+        poll = timedelta(seconds=policy.check_pod_interval_seconds)
         healthy = workflow.start_activity(
             "await_pod_healthy",
             AwaitPodHealthyInput(
                 pod=self._pod,
                 timeout=warmup,
                 visibility_timeout=visibility,
-                poll_interval=timedelta(seconds=policy.check_pod_interval_seconds),
+                poll_interval=poll,
             ),
             result_type=PodRef,
             summary=f"wait for {input.pod_name} /health",
-            **options.await_pod_healthy(visibility + warmup),
+            # The activity's own deadlines end it; this bound only catches a runaway one.
+            **options.await_pod_healthy(visibility + warmup + 2 * poll),
         )
         await workflow.wait_condition(lambda: healthy.done() or self._stop is not None)
         if not healthy.done():

@@ -73,6 +73,10 @@ class World:
         return await handle.result()
 
 
+HF_TOKEN = "hf_e2e-secret-never-in-a-history"
+"""Given to every e2e pod; the honest e2e audit proves it never reaches a history."""
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
     root = tmp_path
@@ -88,6 +92,11 @@ async def world(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[World]:
             DINOV3_MODEL=str(tiny_model_dir),
             PODS_PER_MINER=2,
             INITIAL_POD_COUNT=1,
+            MAX_PROMPT_ATTEMPTS=2,
+            HF_TOKEN=HF_TOKEN,
+            POD_START_DELAY=0,
+            CHECK_POD_INTERVAL=0.5,
+            POD_ACQUISITION_RETRY_INTERVAL=1,
             GENERATION_MEDIAN_LIMIT=1.0,
             GENERATION_MEDIAN_TRIM_COUNT=1,
             GENERATION_TIMEOUT=10,

@@ -7,7 +7,8 @@ from temporalio.client import Client
 
 from demo.competition import DemoMiner
 from models.competition import AuditOutcome
-from tests.e2e.conftest import World, registered_pods
+from models.constants import audit_workflow_id, pod_child_id
+from tests.e2e.conftest import HF_TOKEN, World, registered_pods
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +44,13 @@ async def test_honest_miner_passes_each_prompt_generated_once(
     assert isinstance(pod_stats, dict)
     assert sum(s["processed"] for s in pod_stats.values()) == N
     assert all(s["termination_reason"] for s in pod_stats.values())
+
+    # HF_TOKEN reached the pods through the provider, never through a payload or a history.
+    audit_id = audit_workflow_id(1, miner.hotkey)
+    ids = [audit_id, *(pod_child_id(audit_id, i) for i in range(result.pods_started))]
+    for workflow_id in ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        assert HF_TOKEN not in history.to_json(), workflow_id
 
 
 async def test_non_reproducing_miner_rejected_with_exact_counts(

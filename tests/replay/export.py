@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.replay.export SCENARIO WORKFLOW_ID [--address localhost:7233]
 
 Saves the audit and every pod child (all runs, oldest first) as
-tests/replay/histories/{SCENARIO}--{workflow id}--run{n}.json, next to the recorded scenarios.
+tests/replay/histories/{VERSION}/{SCENARIO}--{workflow id}--run{n}.json, beside the scenarios.
 These come from runs with the real activities (local provider, reference miner, rendering).
 """
 

@@ -9,7 +9,10 @@ in-memory dev server (the `continue-as-new` scenario on one that suggests contin
 of the parent and of every pod child as the JSON that `temporal workflow show --output json`
 prints (`WorkflowHistory.to_json()`), to
 
-    tests/replay/histories/{scenario}--{workflow id}--run{n}.json
+    tests/replay/histories/{VERSION}/{scenario}--{workflow id}--run{n}.json
+
+One folder per released workflow version (`v1`: before upstream's rules, `v2`: now); folders of
+older versions are never rewritten: running audits of that version must still replay.
 
 Workflow ids are fixed per scenario, so re-recording after a workflow change rewrites the same
 files (timestamps and run ids differ, the shape stays). A scenario's old files are replaced only
@@ -45,7 +48,7 @@ from models.audit import (
     ProviderName,
 )
 from models.competition import AuditOutcome
-from models.constants import audit_workflow_id, pod_name
+from models.constants import audit_workflow_id, upstream_pod_name
 from models.errors import ErrorType
 from tests.helpers import wait_for_query
 from tests.workflows.fakes import FakeWorld, round_files
@@ -53,7 +56,10 @@ from workflows import WORKFLOWS
 
 logger = logging.getLogger(__name__)
 
-HISTORIES_DIR = Path(__file__).parent / "histories"
+HISTORIES_ROOT = Path(__file__).parent / "histories"
+VERSION = "v2"
+"""The workflow version this code records; older folders under HISTORIES_ROOT are kept as is."""
+HISTORIES_DIR = HISTORIES_ROOT / VERSION
 ROUND = 1
 CONTINUE_AS_NEW_THRESHOLD = 150
 """`limit.historyCount.suggestContinueAsNew` of the server of the `continue-as-new` scenario."""
@@ -67,7 +73,11 @@ Generate = Callable[[GenerateInput], Awaitable[GenerateResult]]
 def policy(**overrides: Any) -> AuditPolicy:
     """The scenarios' policy: local provider, small sample sizes."""
     base = AuditPolicy(
-        gpu_providers=[ProviderName.LOCAL], pod_min_samples=4, pod_failure_threshold=3
+        gpu_providers=[ProviderName.LOCAL],
+        pod_min_samples=4,
+        pod_failure_threshold=3,
+        pod_start_delay_seconds=0,
+        pod_acquisition_retry_interval_seconds=0.2,
     )
     return base.model_copy(update=overrides)
 
@@ -127,14 +137,15 @@ def rejected_world() -> FakeWorld:
 def rejected_check(run: AuditRun, world: FakeWorld) -> None:
     assert run.result.audit.outcome is AuditOutcome.REJECTED
     assert run.result.early_exit
-    assert run.result.audit.checked_prompts < 40
+    assert len(world.generate_calls) < 40
+    assert run.result.audit.checked_prompts == 40
 
 
 # --- pod replacement ------------------------------------------------------------------------------
 
 REPLACE_HOTKEY = "5Replace"
-DEPLOY_FAILS = pod_name(ROUND, REPLACE_HOTKEY, 0, 0)
-GOES_BAD = pod_name(ROUND, REPLACE_HOTKEY, 1, 0)
+DEPLOY_FAILS = upstream_pod_name(ROUND, REPLACE_HOTKEY, 0)
+GOES_BAD = upstream_pod_name(ROUND, REPLACE_HOTKEY, 1)
 
 
 def replacement_world() -> FakeWorld:
@@ -143,7 +154,7 @@ def replacement_world() -> FakeWorld:
         policy=policy(
             pods_per_miner=2,
             initial_pod_count=2,
-            max_pod_attempts=3,
+            max_pod_attempts=4,
             pod_min_samples=2,
             pod_failure_threshold=2,
         ),
@@ -172,7 +183,8 @@ async def replacement_drive(client: Client, world: FakeWorld, workflow_id: str) 
 
 def replacement_check(run: AuditRun, world: FakeWorld) -> None:
     assert run.result.audit.outcome is AuditOutcome.PASSED, run.result.audit.reason
-    assert run.result.pods_started == 4  # 0-0 (deploy fails) -> 0-1, 1-0 (marked bad) -> 1-1
+    # 0 fails warm-up, 1 healthy -> 2 started; 1 marked bad -> 3 replaces it
+    assert run.result.pods_started == 4
     assert sorted(world.deleted) == sorted(world.deployed)
 
 

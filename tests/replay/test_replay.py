@@ -1,9 +1,10 @@
 """Replay every recorded history against today's workflow code: a non-deterministic change fails.
 
-Histories live in tests/replay/histories/ (`{scenario}--{workflow id}--run{n}.json`, the JSON of
-`temporal workflow show --output json`); record them with `python -m tests.replay.record`. A
-deliberate change that breaks replay needs `workflow.patched` (running audits replay old
-histories) and then a re-recording. The last test proves the check can fail at all.
+Histories live in tests/replay/histories/{version}/ (`{scenario}--{workflow id}--run{n}.json`,
+the JSON of `temporal workflow show --output json`); record the current version's with
+`python -m tests.replay.record`. Older versions' folders are append-only: an incompatible change
+needs `workflow.patched` (or a new workflow version) so that their audits still replay, and a new
+folder beside them. The last test proves the check can fail at all.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from models.audit import PodHealthInput, PodInput, PodRef, PodWorkflowResult
-from tests.replay.record import HISTORIES_DIR, SCENARIOS, parse_history_path
+from tests.replay.record import HISTORIES_DIR, HISTORIES_ROOT, SCENARIOS, parse_history_path
 from workflows import WORKFLOWS
 from workflows.audit import AuditWorkflow
 from workflows.pod import PodWorkflow
 
-HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
+HISTORIES = sorted(HISTORIES_ROOT.glob("*/*.json"))
+RELEASED_VERSIONS = ["v1", "v2"]
+"""Every workflow version ever released; its histories must stay (CI fails if a folder goes)."""
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -40,14 +43,21 @@ def test_every_scenario_has_recorded_histories() -> None:
     """The histories dir is not empty and holds parent and pod runs of every scenario."""
     assert HISTORIES, f"no histories in {HISTORIES_DIR}: run `python -m tests.replay.record`"
     recorded: dict[str, set[str]] = {}
-    for path in HISTORIES:
+    for path in sorted(HISTORIES_DIR.glob("*.json")):
         name, _, _ = parse_history_path(path)
         recorded.setdefault(name, set()).add(workflow_type(load(path)))
     for scenario in SCENARIOS:
         assert recorded.get(scenario.name) == {"AuditWorkflow", "PodWorkflow"}, scenario.name
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+def test_every_released_version_keeps_its_histories() -> None:
+    """History folders are append-only: one per released workflow version, never emptied."""
+    for version in RELEASED_VERSIONS:
+        kinds = {workflow_type(load(p)) for p in (HISTORIES_ROOT / version).glob("*.json")}
+        assert kinds == {"AuditWorkflow", "PodWorkflow"}, version
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_history_replays_deterministically(path: Path) -> None:
     """Today's workflow code makes exactly the commands this recorded run made."""
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)

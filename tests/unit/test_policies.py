@@ -1,11 +1,12 @@
-"""Pure policies: prompt assignment, result merging, pod health."""
+"""v1 policies (frozen in workflows/legacy): still what v1 audits in flight decide with."""
 
 from __future__ import annotations
 
 from models.audit import AuditPolicy, PromptResult, PromptResultKind, PromptState
 from models.competition import GenerationEntry, PodStats
 from models.errors import ErrorType
-from workflows.policy import pod_health, queue
+from workflows.legacy import pod_health_v1 as pod_health
+from workflows.legacy import queue_v1 as queue
 
 
 def prompt(

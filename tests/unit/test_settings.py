@@ -33,10 +33,24 @@ def test_defaults_are_upstream() -> None:
     assert policy.gpu_providers == [ProviderName.TARGON]
     assert (policy.pods_per_miner, policy.initial_pod_count, policy.max_pod_attempts) == (4, 2, 6)
     assert (policy.max_prompt_attempts, policy.pod_min_samples, policy.pod_failure_threshold) == (
-        4,
+        3,
         8,
         8,
     )
+    assert (
+        policy.prompt_lock_timeout_seconds,
+        policy.rolling_median_limit_seconds,
+        policy.warmup_half_window,
+        policy.retry_delta_min_samples,
+        policy.download_timeout_seconds,
+    ) == (600.0, 120.0, 4, 3, 180.0)
+    assert (
+        policy.check_pod_interval_seconds,
+        policy.pod_acquisition_retry_interval_seconds,
+        policy.pod_acquisition_max_attempts,
+        policy.pod_visibility_timeout_seconds,
+        policy.pod_start_delay_seconds,
+    ) == (30.0, 120.0, 720, 1800.0, 30.0)
     assert (policy.median_limit_seconds, policy.trim_count, policy.generation_timeout_seconds) == (
         90.0,
         6,

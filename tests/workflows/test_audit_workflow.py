@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
@@ -430,3 +432,59 @@ async def test_generations_are_keyed_by_this_audit_run(client: Client) -> None:
     await run_audit(client, world, workflow_id=workflow_id)
     run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
     assert world.generate_audit_ids == [f"{workflow_id}/{run_id}"] * 2
+
+
+class UpstreamGenerationResult(BaseModel):
+    """c263c11 shared/subnet_common/competition/generations.py GenerationResult, as it reads."""
+
+    model_config = ConfigDict(strict=True)
+
+    glb: str | None = None
+    png: str | None = None
+    generation_time: float = 0
+    size: int = 0
+    attempts: int = 0
+    distance: float = 0.0
+
+
+class UpstreamPodStats(BaseModel):
+    """c263c11 shared/subnet_common/competition/pod_stats.py PodStats."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    pod_id: str = ""
+    processed: int = 0
+    successful: int = 0
+    hard_failed: int = 0
+    hard_overtime: int = 0
+    time_min: float = 0.0
+    time_max: float = 0.0
+    time_avg: float = 0.0
+    time_median: float = 0.0
+    marked_bad: bool = False
+    retry_cumulative_delta: float = 0.0
+    retry_delta_count: int = 0
+    termination_reason: str = ""
+
+
+async def test_files_load_with_upstreams_own_models(client: Client) -> None:
+    """generated.json (success, failure, render failure) and pod_stats.json parse with
+    upstream's models exactly, keys in prompts.txt order."""
+    world = FakeWorld(
+        files=round_files(4),
+        policy=policy(pods_per_miner=2, max_prompt_attempts=2),
+        errors={"p001": ErrorType.MINER_FAILED},
+        mismatching={"p002"},
+    )
+    await run_audit(client, world)
+    final = world.writes[-1]
+    generated = final.files[0].value
+    stats = final.files[1].value
+    assert isinstance(generated, dict) and isinstance(stats, dict)
+    assert list(generated) == ["p000", "p001", "p002", "p003"]
+    for entry in generated.values():
+        assert set(entry) == set(UpstreamGenerationResult.model_fields)
+        UpstreamGenerationResult.model_validate_json(json.dumps(entry))
+    for name, entry in stats.items():
+        assert UpstreamPodStats.model_validate_json(json.dumps(entry)).pod_id == name
+    assert generated["p002"]["distance"] == 0.5
