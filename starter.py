@@ -3,6 +3,7 @@
     python starter.py server                                   # embedded Temporal + Web UI
     python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
+    python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
 
 `audit` starts the embedded dev server when nothing answers at a local TEMPORAL_ADDRESS, starts
 AuditWorkflow with id `audit-{round}-{hotkey}` (a second start attaches to the running audit,
@@ -175,6 +176,30 @@ async def run_audit_command(
     return 0
 
 
+# --- preview ------------------------------------------------------------------------------------
+
+
+def render_preview_file(glb: Path, output: Path) -> str | None:
+    """Render `glb` to `output` exactly as the audit does; the one-line reason if refused."""
+    # Imported here: rendering pulls in torch and pyrender, which no other command needs.
+    from activities.scoring import MeshLoadError, PreviewRenderer, load_mesh_as_upstream
+
+    try:
+        mesh = load_mesh_as_upstream(glb.read_bytes())
+    except MeshLoadError as e:
+        return str(e)
+
+    async def render() -> bytes:
+        renderer = PreviewRenderer()
+        try:
+            return await renderer.render(mesh)
+        finally:
+            renderer.close()
+
+    output.write_bytes(asyncio.run(render()))
+    return None
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 
@@ -201,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--competition-repo", required=True, help="directory, bare repo or git URL")
     check.add_argument("--round", type=int, required=True)
     check.add_argument("--hotkey", required=True)
+    preview = sub.add_parser(
+        "preview", help="render a GLB to the 2x2 preview PNG exactly as the audit does"
+    )
+    preview.add_argument("glb", type=Path, help="the GLB file")
+    preview.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
     return parser
 
 
@@ -214,6 +244,13 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             from embedded_temporal import run_foreground
 
             run_foreground(settings)
+        if args.command == "preview":
+            problem = render_preview_file(args.glb, args.output)
+            if problem is not None:
+                print(f"refused: {args.glb}: {problem}", file=sys.stderr)
+                return 1
+            print(f"wrote {args.output}")
+            return 0
         if args.command == "verdict":
             source = open_source(args.competition_repo, settings)
             policy = settings.audit_policy()
@@ -232,6 +269,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
         LookupError,
         ValueError,
         CompetitionRepoError,
+        OSError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -105,7 +105,9 @@ async def running_workers(
         if GPU_TASK_QUEUE in queues:
             from activities.scoring import ScoringActivities  # torch only where it is needed
 
-            scoring = ScoringActivities(store, settings.dinov3_model)
+            scoring = ScoringActivities(
+                store, settings.dinov3_model, revision=settings.dinov3_model_revision
+            )
             # Load the model and GL context now: a bad DINOV3_MODEL fails the worker at start-up
             # instead of turning every comparison into an "unknown distance" mismatch.
             await scoring.warm_up()

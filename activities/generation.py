@@ -34,6 +34,8 @@ from models.audit import (
     FetchPromptInput,
     GenerateInput,
     GenerateResult,
+    PrefetchPromptsInput,
+    PrefetchPromptsResult,
     ProviderName,
 )
 from models.errors import ErrorType
@@ -47,6 +49,8 @@ GLB_MAGIC = b"glTF"
 """First four bytes of every binary glTF file."""
 
 PROMPT_MAX_BYTES = 64 * 1024 * 1024
+PREFETCH_CONCURRENCY = 10
+"""Prompt downloads at once in `prefetch_prompts` (upstream's prompts.py: 10)."""
 """Largest prompt image we download; real prompts are a few MB at most."""
 
 ERROR_BODY_MAX_CHARS = 500
@@ -121,13 +125,14 @@ class GenerationActivities:
         """
         self._store = store
         self._http = http
+        self._notices: dict[str, asyncio.Task[None]] = {}  # gpu_free signals in flight
         self._auth_headers = {name: dict(h) for name, h in (auth_headers or {}).items()}
         self._file_roots = [store.root, *(root.expanduser().resolve() for root in file_roots)]
         self._heartbeat_interval = heartbeat_interval
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
-        return [self.fetch_prompt, self.generate, self.fetch_artifact]
+        return [self.fetch_prompt, self.prefetch_prompts, self.generate, self.fetch_artifact]
 
     @activity.defn(name="fetch_prompt")
     async def fetch_prompt(self, input: FetchPromptInput) -> ArtifactResult:
@@ -139,6 +144,37 @@ class GenerationActivities:
         PROMPT_UNAVAILABLE (4xx, not an image, unsupported or missing URL).
         """
         return await self._prompt_record(input.round, input.url)
+
+    @activity.defn(name="prefetch_prompts")
+    async def prefetch_prompts(self, input: PrefetchPromptsInput) -> PrefetchPromptsResult:
+        """Cache every prompt image of an audit, PREFETCH_CONCURRENCY at a time (upstream
+        downloads a round's prompts 10 at a time before generating).
+
+        Returns the prompts that can never be fetched (PROMPT_UNAVAILABLE: upstream drops them
+        from the run). Idempotent: cached prompts cost nothing. A prompt server that is down
+        (any retryable error) fails the activity after trying all, so Temporal retries it.
+        """
+        gate = asyncio.Semaphore(PREFETCH_CONCURRENCY)
+        unavailable: dict[str, str] = {}
+        transient: list[str] = []
+
+        async def one(url: str) -> None:
+            async with gate:
+                try:
+                    await self._prompt_record(input.round, url)
+                except ApplicationError as e:
+                    if e.non_retryable:
+                        unavailable[url] = e.message
+                    else:
+                        transient.append(f"{url}: {e.message}")
+
+        async with heartbeating(self._heartbeat_interval):
+            await asyncio.gather(*(one(url) for url in input.urls))
+        if transient:
+            raise ApplicationError(
+                f"{len(transient)} prompt(s) not fetched yet, will retry; first: {transient[0]}"
+            )
+        return PrefetchPromptsResult(unavailable=dict(sorted(unavailable.items())))
 
     @activity.defn(name="generate")
     async def generate(self, input: GenerateInput) -> GenerateResult:
@@ -169,7 +205,8 @@ class GenerationActivities:
                     timeout (see above).
                 MINER_FAILED: HTTP error status (v2: any non-2xx), or the pod is unreachable
                     (refused, reset, ...).
-                MINER_BAD_OUTPUT: empty body, over `input.max_bytes`, not a loadable GLB.
+                MINER_BAD_OUTPUT: a body over `input.max_bytes`; v1 also: empty, not a loadable
+                    GLB (v2 stores those; rendering them fails the prompt).
                 Retryable (no type): the prompt server is down or answers 5xx/429.
         """
         key = json.dumps([input.audit_id, input.assignment_id])
@@ -180,19 +217,36 @@ class GenerationActivities:
             activity.logger.info("generate %s already done, not calling the miner", key)
             return done
 
-        # Heartbeat through all of it: a large GLB takes a while to validate and store too.
-        async with heartbeating(self._heartbeat_interval):
-            record = await self._prompt_record(input.round, input.prompt_url)
-            prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
-            body, generation_time = await self._call_miner(input, prompt)
-            await asyncio.to_thread(_validate_glb, body)
-            uri = await asyncio.to_thread(self._store.put_bytes, body, ".glb")
-            result = GenerateResult(glb_uri=uri, size=len(body), generation_time=generation_time)
-            await asyncio.to_thread(self._store.put_record, _RECORD_GENERATE, key, result)
+        try:
+            # Heartbeat through all of it: a large GLB takes a while to validate and store too.
+            async with heartbeating(self._heartbeat_interval):
+                record = await self._prompt_record(input.round, input.prompt_url)
+                prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
+                body, generation_time = await self._call_miner(input, prompt)
+                if input.download_timeout is None:
+                    # v1 only. v2 stores any 2xx body as the GLB, as upstream does: the render step
+                    # refuses a bad one with upstream's reason, and nothing slows the GPU slot.
+                    await asyncio.to_thread(_validate_glb, body)
+                uri = await asyncio.to_thread(self._store.put_bytes, body, ".glb")
+                result = GenerateResult(
+                    glb_uri=uri, size=len(body), generation_time=generation_time
+                )
+                await asyncio.to_thread(self._store.put_record, _RECORD_GENERATE, key, result)
+        finally:
+            await self._settle_notice(input.assignment_id)
         activity.logger.info(
             "generated %s: %d bytes in %.2fs", key, result.size, result.generation_time
         )
         return result
+
+    async def _settle_notice(self, assignment_id: str) -> None:
+        """Give the `gpu_free` signal a moment; never let it hold up the result (it is only a
+        head start: the pod frees its GPU slot when this activity completes anyway)."""
+        notice = self._notices.pop(assignment_id, None)
+        if notice is None:
+            return
+        await asyncio.wait({notice}, timeout=GPU_FREE_WAIT_SECONDS)
+        notice.cancel()
 
     @activity.defn(name="fetch_artifact")
     async def fetch_artifact(self, input: FetchArtifactInput) -> ArtifactResult:
@@ -249,23 +303,7 @@ class GenerationActivities:
                     "POST", url, files=files, data=data, headers=headers, timeout=http_timeout
                 ) as response:
                     generation_time = time.monotonic() - started
-                    if response.status_code >= 400:
-                        body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
-                        raise ApplicationError(
-                            f"miner returned HTTP {response.status_code}: {body}",
-                            type=ErrorType.MINER_FAILED,
-                            non_retryable=True,
-                            category=BENIGN_MODEL_FAILURE,
-                        )
-                    try:
-                        glb = await _read_capped(response, input.max_bytes)
-                    except _TooLargeError as exc:
-                        raise ApplicationError(
-                            f"response larger than {exc.limit} bytes",
-                            type=ErrorType.MINER_BAD_OUTPUT,
-                            non_retryable=True,
-                            category=BENIGN_MODEL_FAILURE,
-                        ) from exc
+                    glb = await _miner_body(response, input.max_bytes)
         except TimeoutError as exc:
             raise ApplicationError(
                 f"generation exceeded {timeout_s:g}s",
@@ -314,23 +352,12 @@ class GenerationActivities:
                 follow_redirects=False,
             ) as response:
                 generation_time = time.monotonic() - started
-                if not response.is_success:
-                    body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
-                    raise ApplicationError(
-                        f"miner returned HTTP {response.status_code}: {body}",
-                        type=ErrorType.MINER_FAILED,
-                        non_retryable=True,
-                        category=BENIGN_MODEL_FAILURE,
-                    )
-                try:
-                    glb = await _read_capped(response, input.max_bytes)
-                except _TooLargeError as exc:
-                    raise ApplicationError(
-                        f"response larger than {exc.limit} bytes",
-                        type=ErrorType.MINER_BAD_OUTPUT,
-                        non_retryable=True,
-                        category=BENIGN_MODEL_FAILURE,
-                    ) from exc
+                # The GPU is free once the headers are here: let the pod send its next prompt
+                # while this body downloads and is stored (upstream frees its GPU slot here).
+                self._notices[input.assignment_id] = asyncio.create_task(
+                    _tell_gpu_free(input.assignment_id)
+                )
+                glb = await _miner_body(response, input.max_bytes)
         except httpx.TimeoutException as exc:
             raise ApplicationError(
                 _timeout_message(exc, read_s),
@@ -468,6 +495,48 @@ async def _download_errors(what: str, url: str, unavailable: ErrorType) -> Async
         ) from exc
     except httpx.TransportError as exc:
         raise ApplicationError(f"{what} {url}: {type(exc).__name__}: {exc}, will retry") from exc
+
+
+GPU_FREE_WAIT_SECONDS = 1.0
+"""How long a finished `generate` waits for its `gpu_free` signal to be delivered."""
+GPU_FREE_SIGNAL = "gpu_free"
+"""Signal to the calling pod workflow: this assignment's response headers arrived."""
+
+
+async def _tell_gpu_free(assignment_id: str) -> None:
+    """Signal the pod workflow running this activity that its GPU slot is free (best effort:
+    without it the slot is freed when the activity completes)."""
+    info = activity.info()
+    if info.workflow_id is None:
+        return
+    try:
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id, run_id=info.workflow_run_id
+        )
+        await handle.signal(GPU_FREE_SIGNAL, assignment_id)
+    except Exception as exc:  # no client (unit tests), workflow gone, server busy: harmless
+        activity.logger.debug("gpu_free not signalled for %s: %s", assignment_id, exc)
+
+
+async def _miner_body(response: httpx.Response, max_bytes: int) -> bytes:
+    """The GLB of a /generate response; a non-2xx status or an oversized body is the miner's."""
+    if not response.is_success:
+        body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
+        raise ApplicationError(
+            f"miner returned HTTP {response.status_code}: {body}",
+            type=ErrorType.MINER_FAILED,
+            non_retryable=True,
+            category=BENIGN_MODEL_FAILURE,
+        )
+    try:
+        return await _read_capped(response, max_bytes)
+    except _TooLargeError as exc:
+        raise ApplicationError(
+            f"response larger than {exc.limit} bytes",
+            type=ErrorType.MINER_BAD_OUTPUT,
+            non_retryable=True,
+            category=BENIGN_MODEL_FAILURE,
+        ) from exc
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:

@@ -1,8 +1,10 @@
 """GPU-queue activities: render a GLB to the 2x2 preview PNG, and DINOv3 distance of two previews.
 
-Owns the preview recipe (REFERENCE.md "DINOv3 distance and previews": pyrender, 4 views at
-azimuths 24/120/216/312 deg, elevation -15 deg, radius 2.0, yfov 49.1 deg, 2x supersampling,
-518 px views in a 2x2 grid with a 5 px white gap), the DINOv3 embedding and the distance. It is the
+Owns the preview recipe, exactly upstream c263c11's render-service (REFERENCE.md sec. 13: the
+GLB as it is, one mesh within +-0.6, pyrender, 4 views at azimuths 24/120/216/312 deg with the
+camera 15 deg above, radius 2.0, yfov 49.1 deg, a directional light of 6.0 beside the camera,
+2x supersampling, 518 px views in a 2x2 grid with a 5 px black gap; the golden test compares
+with an image made by upstream's own code), the DINOv3 embedding and the distance. It is the
 only module that imports torch, transformers and pyrender; it runs on the `gpu` task queue and
 workflows never import it. Does not own downloads (activities/generation.py) or the decision
 what distance counts as a mismatch (the audit policy).
@@ -24,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +49,29 @@ VIEW_SIZE = 518
 SUPERSAMPLING = 2
 """Views are rendered at SUPERSAMPLING x VIEW_SIZE and downsampled with LANCZOS."""
 GRID_GAP = 5
-"""White gap between the views of the 2x2 grid, pixels."""
+"""Black gap between the views of the 2x2 grid, pixels."""
 GRID_SIZE = 2 * VIEW_SIZE + GRID_GAP
 """Edge of the preview PNG (1041)."""
 CAMERA_RADIUS = 2.0
 CAMERA_YFOV_DEGREES = 49.1
 CAMERA_ELEVATION_DEGREES = -15.0
-"""Literal reading of upstream's -15: the camera sits 15 deg below the horizontal plane (y up)."""
+"""Upstream's phi; its spherical_to_cartesian negates it, so the camera sits 15 deg *above*."""
 CAMERA_AZIMUTHS_DEGREES = (24.0, 120.0, 216.0, 312.0)
-"""Grid order: top-left, top-right, bottom-left, bottom-right."""
+"""np.linspace(0, 360, 16)[[1, 5, 9, 13]]; grid order top-left, top-right, bottom-left, right."""
 AMBIENT_LIGHT = 0.3
-LIGHT_INTENSITY = 3.0
-"""A white directional light that travels with the camera."""
-RENDER_VERSION = "preview-v1"
+LIGHT_INTENSITY = 6.0
+"""A white directional light, re-posed per view to look at the origin from camera + (1, 1, 0)."""
+LIGHT_OFFSET = (1.0, 1.0, 0.0)
+MAX_COORDINATE = 0.6
+"""Every vertex coordinate must lie in [-0.6, 0.6] (upstream: "unit cube size constraint")."""
+RENDER_VERSION = "preview-v2-upstream-c263c11"
 """Part of the preview cache key: bump it whenever the recipe above changes."""
 
 # --- embedding ------------------------------------------------------------------------------------
 
 EMBED_SIZE = 224
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 EMBEDDING_CACHE_ENTRIES = 4096
 """In-memory embeddings kept per process (a 384-float vector each for ViT-S)."""
 
@@ -90,6 +96,7 @@ class ScoringActivities:
         device: str | None = None,
         *,
         renderer: PreviewRenderer | None = None,
+        revision: str | None = None,
     ) -> None:
         """Bind the activities; nothing heavy happens until first use (or `warm_up`).
 
@@ -98,10 +105,11 @@ class ScoringActivities:
             model_source: DINOV3_MODEL: a hub id or a local directory from `save_pretrained`.
             device: torch device; None picks "cuda" when available, else "cpu".
             renderer: The preview renderer to use (default: a new one owned by this instance).
+            revision: DINOV3_MODEL_REVISION: the hub revision (commit) to load; None = latest.
         """
         self._store = store
         self._renderer = renderer or PreviewRenderer()
-        self._embedder = DinoEmbedder(model_source, device)
+        self._embedder = DinoEmbedder(model_source, device, revision)
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
@@ -144,7 +152,7 @@ class ScoringActivities:
         started = time.monotonic()
         glb = await asyncio.to_thread(self._store.read_bytes, uri)
         try:
-            mesh = await asyncio.to_thread(load_normalized_mesh, glb)
+            mesh = await asyncio.to_thread(load_mesh_as_upstream, glb)
         except MeshLoadError as exc:
             raise ApplicationError(
                 f"cannot render {uri}: {exc}", type=ErrorType.RENDER_FAILED, non_retryable=True
@@ -198,63 +206,67 @@ class ScoringActivities:
 
 
 class MeshLoadError(ValueError):
-    """A GLB that cannot be rendered: unreadable, no geometry, no triangles, zero size."""
+    """A GLB upstream's render service refuses (its message is the one-line reason)."""
 
 
-def load_normalized_mesh(glb: bytes) -> trimesh.Trimesh:
-    """Load a GLB as one mesh, centred at the origin with its largest extent scaled to 1.
+def load_mesh_as_upstream(glb: bytes) -> trimesh.Trimesh:
+    """Load a GLB as upstream's render service does: exactly one mesh, within +-0.6, as it is.
 
-    All geometry of the scene is concatenated with its node transforms applied.
+    Node transforms are ignored (the geometry is taken from the scene's table) and nothing is
+    centred or scaled: a mesh outside the spec is a failed prompt, never normalised into a pass.
 
     Raises:
-        MeshLoadError: The bytes are not a loadable GLB, or there is nothing to render.
+        MeshLoadError: With upstream's reason where it has one (`GLB file contains {n} objects
+            (expected 1)`, `GLB file contains non-mesh object: {type}`, `Model exceeds unit cube
+            size constraint`), else why the bytes cannot be rendered.
     """
     try:
-        scene = trimesh.load(io.BytesIO(glb), file_type="glb", force="scene")
+        loaded = trimesh.load(io.BytesIO(glb), file_type="glb", force=None)
     # trimesh raises many exception types for malformed files; all mean "cannot render".
     except Exception as exc:
         raise MeshLoadError(f"GLB cannot be loaded: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(scene, trimesh.Scene) or not scene.geometry:
-        raise MeshLoadError("GLB has no geometry")
-    mesh: trimesh.Trimesh = scene.to_mesh()
-    if len(mesh.faces) == 0:
+    if isinstance(loaded, trimesh.Scene):
+        geometries = list(loaded.geometry.values())
+        if len(geometries) != 1:
+            raise MeshLoadError(f"GLB file contains {len(geometries)} objects (expected 1)")
+        loaded = geometries[0]
+        if not isinstance(loaded, trimesh.Trimesh):
+            raise MeshLoadError(f"GLB file contains non-mesh object: {type(loaded).__name__}")
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise MeshLoadError(f"Unexpected GLB content type: {type(loaded).__name__}")
+    if len(loaded.faces) == 0:
         raise MeshLoadError("GLB has no triangles")
-    lower, upper = mesh.bounds
-    extent = float(np.max(upper - lower))
-    if not math.isfinite(extent) or extent <= 0.0:
-        raise MeshLoadError(f"GLB has degenerate bounds (largest extent {extent})")
-    normalize = np.eye(4) / extent
-    normalize[:3, 3] = -(lower + upper) / (2.0 * extent)
-    normalize[3, 3] = 1.0
-    mesh.apply_transform(normalize)
-    return mesh
+    lower, upper = loaded.bounds
+    if not (float(upper.max()) <= MAX_COORDINATE and float(lower.min()) >= -MAX_COORDINATE):
+        raise MeshLoadError("Model exceeds unit cube size constraint")
+    return loaded
 
 
-def camera_pose(
+def camera_position(
     azimuth_degrees: float, elevation_degrees: float, radius: float
 ) -> npt.NDArray[np.float64]:
-    """4x4 camera-to-world pose on a sphere around the origin, looking at the origin (y up).
-
-    The camera sits at r * (cos(el) cos(az), sin(el), cos(el) sin(az)); OpenGL cameras look
-    down their -z axis, so the pose's z column points from the origin to the camera.
-    """
+    """Upstream's spherical_to_cartesian: (r cos(el) sin(az), -r sin(el), r cos(el) cos(az))."""
     azimuth = math.radians(azimuth_degrees)
     elevation = math.radians(elevation_degrees)
-    eye = radius * np.array(
+    return np.array(
         [
-            math.cos(elevation) * math.cos(azimuth),
-            math.sin(elevation),
-            math.cos(elevation) * math.sin(azimuth),
+            radius * math.cos(elevation) * math.sin(azimuth),
+            -radius * math.sin(elevation),
+            radius * math.cos(elevation) * math.cos(azimuth),
         ]
     )
-    backward = eye / np.linalg.norm(eye)
-    right = np.cross(np.array([0.0, 1.0, 0.0]), backward)
+
+
+def look_at(eye: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Upstream's look_at: camera-to-world pose at `eye` looking at the origin, +Y up."""
+    forward = -eye / np.linalg.norm(eye)
+    right = np.cross(forward, np.array([0.0, 1.0, 0.0]))
     right /= np.linalg.norm(right)
-    up = np.cross(backward, right)
+    up = np.cross(right, forward)
     pose = np.eye(4)
     pose[:3, 0] = right
     pose[:3, 1] = up
-    pose[:3, 2] = backward
+    pose[:3, 2] = -forward
     pose[:3, 3] = eye
     return pose
 
@@ -289,7 +301,7 @@ class PreviewRenderer:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._ensure_context)
 
     async def render(self, mesh: trimesh.Trimesh) -> bytes:
-        """The 1041x1041 RGB preview PNG of a normalised mesh (see module constants)."""
+        """The 1041x1041 RGB preview PNG of a mesh (see module constants)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.render_sync, mesh)
 
@@ -307,25 +319,22 @@ class PreviewRenderer:
         pyrender = self._pyrender
         pr_mesh = pyrender.Mesh.from_trimesh(mesh, smooth=True)
         for primitive in pr_mesh.primitives:
-            _disable_mipmaps(primitive.material)
-        scene = pyrender.Scene(
-            bg_color=np.array([1.0, 1.0, 1.0, 1.0]),
-            ambient_light=np.full(3, AMBIENT_LIGHT),
-        )
+            if primitive.material is not None:
+                primitive.material.doubleSided = False  # upstream's value (its comment says True)
+                _disable_mipmaps(primitive.material)
+        scene = pyrender.Scene(bg_color=[255, 255, 255, 0], ambient_light=[AMBIENT_LIGHT] * 3)
         scene.add(pr_mesh)
-        camera = pyrender.PerspectiveCamera(yfov=math.radians(CAMERA_YFOV_DEGREES), aspectRatio=1.0)
-        camera_node = scene.add(camera)
-        # Float colour: pyrender passes an integer array to the shader as zeros (no light at all).
-        light = pyrender.DirectionalLight(color=np.ones(3), intensity=LIGHT_INTENSITY)
+        camera_node = scene.add(pyrender.PerspectiveCamera(yfov=math.radians(CAMERA_YFOV_DEGREES)))
+        light = pyrender.DirectionalLight(color=[255, 255, 255], intensity=LIGHT_INTENSITY)
         light_node = scene.add(light)
 
-        grid = Image.new("RGB", (GRID_SIZE, GRID_SIZE), (255, 255, 255))
+        grid = Image.new("RGB", (GRID_SIZE, GRID_SIZE), color="black")
         for index, azimuth in enumerate(CAMERA_AZIMUTHS_DEGREES):
-            pose = camera_pose(azimuth, CAMERA_ELEVATION_DEGREES, CAMERA_RADIUS)
-            scene.set_pose(camera_node, pose)
-            scene.set_pose(light_node, pose)
+            eye = camera_position(azimuth, CAMERA_ELEVATION_DEGREES, CAMERA_RADIUS)
+            scene.set_pose(camera_node, look_at(eye))
+            scene.set_pose(light_node, look_at(eye + np.array(LIGHT_OFFSET)))
             color, _depth = self._offscreen.render(scene)
-            view = Image.fromarray(np.ascontiguousarray(color[:, :, :3])).resize(
+            view = Image.fromarray(color).resize(
                 (VIEW_SIZE, VIEW_SIZE), resample=Image.Resampling.LANCZOS
             )
             row, column = divmod(index, 2)
@@ -374,14 +383,19 @@ class DinoEmbedder:
     the same lock.
     """
 
-    def __init__(self, model_source: str, device: str | None = None) -> None:
+    def __init__(
+        self, model_source: str, device: str | None = None, revision: str | None = None
+    ) -> None:
         """Remember where the model comes from; nothing is loaded yet.
 
         Args:
             model_source: DINOV3_MODEL: hub id or a local `save_pretrained` directory.
             device: torch device; None picks "cuda" when available, else "cpu".
+            revision: Hub revision to pin (upstream's example.env pins one); None = latest.
         """
         self._model_source = model_source
+        self._revision = revision
+        self._preprocessing = Preprocessing()
         self._device = device
         self._lock = threading.Lock()
         self._model: Any = None
@@ -420,7 +434,8 @@ class DinoEmbedder:
             if not missing:
                 return result
             model = self._ensure_model()
-            batch = np.stack([_preprocess(_read_png(read, uri), uri) for _, uri in missing])
+            prep = self._preprocessing
+            batch = np.stack([prep.apply(_read_png(read, uri), uri) for _, uri in missing])
             pixels = torch.from_numpy(batch).to(self._device_name())
             with torch.no_grad():
                 output = model(pixel_values=pixels).pooler_output
@@ -453,8 +468,10 @@ class DinoEmbedder:
             )
         from transformers import DINOv3ViTModel
 
+        where = str(local) if looks_local else source
         try:
-            model: Any = DINOv3ViTModel.from_pretrained(str(local) if looks_local else source)
+            model: Any = DINOv3ViTModel.from_pretrained(where, revision=self._revision or "main")
+            self._preprocessing = Preprocessing.of_model(where, self._revision)
         except (OSError, ValueError) as exc:
             raise ApplicationError(
                 f"DINOV3_MODEL={source!r} cannot be loaded: {exc}",
@@ -475,23 +492,97 @@ def _read_png(read: Callable[[str], bytes], uri: str) -> bytes:
         ) from exc
 
 
-def _preprocess(png: bytes, uri: str) -> npt.NDArray[np.float32]:
-    """PNG bytes -> normalised CHW float32 array (RGB, 224x224 bicubic, ImageNet mean/std)."""
-    try:
-        with Image.open(io.BytesIO(png)) as image:
-            rgb = image.convert("RGB").resize(
-                (EMBED_SIZE, EMBED_SIZE), resample=Image.Resampling.BICUBIC
+@dataclass(frozen=True)
+class Preprocessing:
+    """The model's own image processor (its preprocessor_config.json), applied with PIL + numpy.
+
+    transformers' DINOv3 processor needs torchvision, which cannot be installed beside this torch;
+    this applies the same steps in its order: rescale, resize (antialiased), centre crop,
+    normalise. Defaults are DINOv3ViTImageProcessor's (224x224 bilinear, ImageNet mean/std),
+    used when a model directory carries no preprocessor config.
+    """
+
+    height: int = EMBED_SIZE
+    width: int = EMBED_SIZE
+    resample: int = int(Image.Resampling.BILINEAR)
+    do_resize: bool = True
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_center_crop: bool = False
+    crop_height: int = EMBED_SIZE
+    crop_width: int = EMBED_SIZE
+    do_normalize: bool = True
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @classmethod
+    def of_model(cls, source: str, revision: str | None) -> Preprocessing:
+        """The processor config of a model directory or hub id (defaults where absent)."""
+        from transformers.image_processing_base import ImageProcessingMixin
+
+        try:
+            config, _ = ImageProcessingMixin.get_image_processor_dict(source, revision=revision)
+        except OSError:
+            return cls()
+        return cls.from_config(config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Preprocessing:
+        """Read the fields of a preprocessor_config.json."""
+        base = cls()
+        size = config.get("size") or {}
+        crop = config.get("crop_size") or {}
+        edge = size.get("shortest_edge")
+        return cls(
+            height=int(size.get("height", edge or base.height)),
+            width=int(size.get("width", edge or base.width)),
+            resample=int(config.get("resample", base.resample)),
+            do_resize=bool(config.get("do_resize", base.do_resize)),
+            do_rescale=bool(config.get("do_rescale", base.do_rescale)),
+            rescale_factor=float(config.get("rescale_factor", base.rescale_factor)),
+            do_center_crop=bool(config.get("do_center_crop", base.do_center_crop)),
+            crop_height=int(crop.get("height", base.crop_height)),
+            crop_width=int(crop.get("width", base.crop_width)),
+            do_normalize=bool(config.get("do_normalize", base.do_normalize)),
+            mean=tuple(config.get("image_mean", base.mean)),
+            std=tuple(config.get("image_std", base.std)),
+        )
+
+    def apply(self, png: bytes, uri: str) -> npt.NDArray[np.float32]:
+        """PNG bytes -> the model's CHW float32 pixel values."""
+        try:
+            with Image.open(io.BytesIO(png)) as image:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+        # PIL raises many exception types for corrupt input; all mean "not an image" here.
+        except Exception as exc:
+            raise ApplicationError(
+                f"preview {uri} is not an image: {exc}",
+                type=ErrorType.RENDER_FAILED,
+                non_retryable=True,
+            ) from exc
+        if self.do_rescale:
+            rgb = (rgb * self.rescale_factor).astype(np.float32)
+        if self.do_resize:
+            # Per channel in float ("F" images), like the processor resizing rescaled tensors.
+            rgb = np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(rgb[:, :, c], mode="F").resize(
+                            (self.width, self.height), resample=Image.Resampling(self.resample)
+                        )
+                    )
+                    for c in range(3)
+                ],
+                axis=-1,
             )
-    # PIL raises many exception types for corrupt input; all mean "not an image" here.
-    except Exception as exc:
-        raise ApplicationError(
-            f"preview {uri} is not an image: {exc}",
-            type=ErrorType.RENDER_FAILED,
-            non_retryable=True,
-        ) from exc
-    array = np.asarray(rgb, dtype=np.float32) / 255.0
-    array = (array - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
+        if self.do_center_crop:
+            top = max((rgb.shape[0] - self.crop_height) // 2, 0)
+            left = max((rgb.shape[1] - self.crop_width) // 2, 0)
+            rgb = rgb[top : top + self.crop_height, left : left + self.crop_width]
+        if self.do_normalize:
+            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+            rgb = ((rgb - mean) / std).astype(np.float32)
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
 
 
 def cosine_distance(a: Embedding, b: Embedding) -> float:

@@ -6,12 +6,24 @@ nothing is ever downloaded. Weights are random but deterministic (fixed seed).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 TINY_DINOV3_SEED = 1234
+PREPROCESSOR_CONFIG = {
+    "image_processor_type": "DINOv3ViTImageProcessor",
+    "do_resize": True,
+    "size": {"height": 224, "width": 224},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+}
 
 
 def build_tiny_dinov3(directory: Path, seed: int = TINY_DINOV3_SEED) -> Path:
@@ -40,4 +52,7 @@ def build_tiny_dinov3(directory: Path, seed: int = TINY_DINOV3_SEED) -> Path:
         model = DINOv3ViTModel(config)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
+    # The processor config the real DINOv3 checkpoints carry (written by hand: the transformers
+    # processor class itself needs torchvision); the scorer reads it like any model's.
+    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
     return directory

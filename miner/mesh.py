@@ -56,6 +56,7 @@ _SATURATION = 0.75
 _VALUE_LOW = 0.55  # shading from bottom (dark) to top (bright)
 _VALUE_HIGH = 1.0
 _DECIMALS = 6  # vertex rounding, so float noise can never change the bytes
+_SPEC_REACH = 0.55  # largest |coordinate|: inside upstream's +-0.6 GLB size rule
 
 _GLB_MAGIC = b"glTF"
 _CHUNK_JSON = 0x4E4F534A
@@ -206,9 +207,12 @@ def build_mesh(spec: MeshSpec) -> Mesh:
     turn = np.array([[cos_a, -sin_a, 0.0], [sin_a, cos_a, 0.0], [0.0, 0.0, 1.0]])
     vertices = vertices @ turn.T
     # z up -> glTF's y up: (x, y, z) -> (x, z, -y), a proper rotation (winding is kept).
-    vertices = np.round(
-        np.column_stack([vertices[:, 0], vertices[:, 2], -vertices[:, 1]]), _DECIMALS
-    )
+    vertices = np.column_stack([vertices[:, 0], vertices[:, 2], -vertices[:, 1]])
+    # Upstream's render service refuses any coordinate outside +-0.6: shrink into the spec.
+    reach = float(np.abs(vertices).max())
+    if reach > _SPEC_REACH:
+        vertices = vertices * (_SPEC_REACH / reach)
+    vertices = np.round(vertices, _DECIMALS)
 
     height = vertices[:, 1]
     span = float(height.max() - height.min()) or 1.0

@@ -150,14 +150,16 @@ class MinerServer:
         self.stats.in_flight += 1
         try:
             async with self._lock:
-                await asyncio.sleep(self.config.delay)
+                # The whole generation takes `delay` (the mesh is built within it, not after).
+                started = time.monotonic()
+                glb = await asyncio.to_thread(
+                    generate_glb, prompt.image_sha256, prompt.seed, self.config.variant
+                )
+                await asyncio.sleep(max(0.0, self.config.delay - (time.monotonic() - started)))
                 if self._should_fail(prompt, counter):
                     self.stats.failed += 1
                     await self._log_call(prompt, CallLogStatus.FAILED)
                     return web.json_response({"error": "injected generation failure"}, status=500)
-                glb = await asyncio.to_thread(
-                    generate_glb, prompt.image_sha256, prompt.seed, self.config.variant
-                )
         finally:
             self.stats.in_flight -= 1
         self.stats.succeeded += 1

@@ -72,6 +72,9 @@ class AuditPolicy(_Frozen):
         1800.0, gt=0, description="POD_VISIBILITY_TIMEOUT"
     )
     pod_start_delay_seconds: float = Field(30.0, ge=0, description="POD_START_DELAY")
+    max_concurrent_prompts_per_pod: int = Field(
+        4, ge=1, description="MAX_CONCURRENT_PROMPTS_PER_POD: loops per pod sharing its GPU slot"
+    )
     generated_commit_interval_seconds: float = Field(
         600.0, ge=0, description="at most one generated.json commit this often (upstream's batcher)"
     )
@@ -359,6 +362,19 @@ class FetchPromptInput(_Frozen):
 
     round: int
     url: str
+
+
+class PrefetchPromptsInput(_Frozen):
+    """Input of `prefetch_prompts`: every prompt image of an audit, cached before pods ask."""
+
+    round: int
+    urls: list[str]
+
+
+class PrefetchPromptsResult(_Frozen):
+    """Result of `prefetch_prompts`: prompts that can never be fetched (url -> why)."""
+
+    unavailable: dict[str, str] = Field(default_factory=dict)
 
 
 class GenerateInput(_Frozen):

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     work_dir: Path = Field(Path(".work"), alias="WORK_DIR")
     artifacts_dir: Path = Field(Path("artifacts"), alias="ARTIFACTS_DIR")
     dinov3_model: str = Field(DEFAULT_DINOV3_MODEL, alias="DINOV3_MODEL")
+    dinov3_model_revision: str | None = Field(None, alias="DINOV3_MODEL_REVISION")
 
     # Providers (priority order)
     gpu_providers: Annotated[list[ProviderName], NoDecode] = Field(
@@ -87,6 +88,7 @@ class Settings(BaseSettings):
     )
     pod_acquisition_max_attempts: int = Field(720, ge=1, alias="POD_ACQUISITION_MAX_ATTEMPTS")
     pod_start_delay_seconds: float = Field(30.0, ge=0, alias="POD_START_DELAY")
+    max_concurrent_prompts_per_pod: int = Field(4, ge=1, alias="MAX_CONCURRENT_PROMPTS_PER_POD")
     generated_commit_interval_seconds: float = Field(600.0, ge=0, alias="GENERATED_COMMIT_INTERVAL")
     early_exit: EarlyExit = Field(EarlyExit.MISMATCH_LIMIT, alias="EARLY_EXIT")
     hf_token: SecretStr = Field(SecretStr(""), alias="HF_TOKEN")
@@ -150,6 +152,7 @@ class Settings(BaseSettings):
             pod_acquisition_max_attempts=self.pod_acquisition_max_attempts,
             pod_visibility_timeout_seconds=self.pod_visibility_timeout_seconds,
             pod_start_delay_seconds=self.pod_start_delay_seconds,
+            max_concurrent_prompts_per_pod=self.max_concurrent_prompts_per_pod,
             generated_commit_interval_seconds=self.generated_commit_interval_seconds,
             early_exit=self.early_exit,
         )

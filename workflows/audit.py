@@ -50,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
         PodInput,
         PodPhase,
         PodReady,
+        PrefetchPromptsInput,
+        PrefetchPromptsResult,
         PromptResult,
         PromptResultKind,
         QueuedPrompt,
@@ -102,6 +104,7 @@ class AuditWorkflow:
         self._v1: AuditV1 | None = AuditV1(input, self._inbox) if input.state else None
         self._status = AuditStatus.GENERATING if input.run else AuditStatus.READING
         self._commit: workflow.ActivityHandle[WriteFilesResult] | None = None
+        self._prefetch: workflow.ActivityHandle[PrefetchPromptsResult] | None = None
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -131,7 +134,9 @@ class AuditWorkflow:
                 if not self._all_done():
                     self._set_status(AuditStatus.GENERATING)
                     self._want_pods(policy.initial_pod_count)
+                    self._start_prefetch()
             while not self._generation_over():
+                self._apply_prefetch()
                 await self._start_due_pods()
                 await self._dispatch()
                 self._commit_progress()
@@ -243,6 +248,39 @@ class AuditWorkflow:
             run_chain_id=workflow.info().first_execution_run_id,
         )
 
+    # --- prompts --------------------------------------------------------------------------------
+
+    def _start_prefetch(self) -> None:
+        """Cache every prompt image while the pods warm up (upstream downloads them first)."""
+        run = self._require_run()
+        self._prefetch = workflow.start_activity(
+            "prefetch_prompts",
+            PrefetchPromptsInput(
+                round=run.round_files.round,
+                urls=[p.url for p in run.prompts.values() if not p.done],
+            ),
+            result_type=PrefetchPromptsResult,
+            summary=f"fetch {len(run.prompts)} prompt images",
+            **options.FETCH_PROMPT,
+        )
+
+    def _apply_prefetch(self) -> None:
+        """Drop the prompts whose image can never be fetched, as upstream does."""
+        if self._prefetch is None or not self._prefetch.done():
+            return
+        run = self._require_run()
+        try:
+            unavailable = self._prefetch.result().unavailable
+        except ActivityError as e:
+            # Not fatal: each pod's fetch_prompt still fetches (and judges) its own prompt.
+            workflow.logger.warning("prefetching prompts failed: %s", failure(e)[0])
+            unavailable = {}
+        self._prefetch = None
+        for prompt in run.prompts.values():
+            if prompt.url in unavailable and not prompt.done and prompt.locked_by is None:
+                workflow.logger.warning("dropped %s: %s", prompt.stem, unavailable[prompt.url])
+                prompt.done = True
+
     # --- the loop -------------------------------------------------------------------------------
 
     async def _wait_for_events(self) -> None:
@@ -252,7 +290,8 @@ class AuditWorkflow:
         wakes = []
         if run.starts_wanted and run.next_start_at is not None:
             wakes.append(run.next_start_at)
-        if any(p.phase is PodPhase.READY and not p.outstanding for p in run.pods):
+        loops = run.policy.max_concurrent_prompts_per_pod
+        if any(p.phase is PodPhase.READY and len(p.outstanding) < loops for p in run.pods):
             expiry = coordinator.next_lock_expiry(run.prompts.values(), now)
             if expiry is not None:
                 wakes.append(expiry)
@@ -368,24 +407,33 @@ class AuditWorkflow:
         run = self._require_run()
         now = workflow.now()
         sends = []
+        loops = run.policy.max_concurrent_prompts_per_pod
         for pod in run.pods:
-            if pod.phase is not PodPhase.READY or pod.outstanding:
-                continue
             short_id = short_pod_id(pod.pod_name)
-            allow_retry = pod_tracker.accepts_retries(pod.tracker, run.policy)
-            prompt, is_retry = coordinator.find(run.prompts, short_id, allow_retry, now, run.policy)
-            if prompt is None:
-                if not coordinator.has_work(run.prompts, short_id, allow_retry, now, run.policy):
-                    pod.tracker.termination_reason = pod_tracker.REASON_NO_WORK
-                    sends.append(self._stop_pod(pod, pod_tracker.REASON_NO_WORK))
-                continue  # else idle until a result or a lock expiry changes the queue
-            coordinator.lock(prompt, short_id, now, run.policy)
-            prompt.issued += 1
-            held = Outstanding(
-                assignment_id=f"{prompt.stem}#{prompt.issued}", stem=prompt.stem, is_retry=is_retry
-            )
-            pod.outstanding.append(held)
-            sends.append(self._assign(pod, prompt, held))
+            # Up to MAX_CONCURRENT_PROMPTS_PER_POD prompts per pod (upstream's loops): the next
+            # one is queued on the pod before the current generation ends.
+            while pod.phase is PodPhase.READY and len(pod.outstanding) < loops:
+                allow_retry = pod_tracker.accepts_retries(pod.tracker, run.policy)
+                prompt, is_retry = coordinator.find(
+                    run.prompts, short_id, allow_retry, now, run.policy
+                )
+                if prompt is None:
+                    no_work = not coordinator.has_work(
+                        run.prompts, short_id, allow_retry, now, run.policy
+                    )
+                    if no_work and not pod.outstanding:
+                        pod.tracker.termination_reason = pod_tracker.REASON_NO_WORK
+                        sends.append(self._stop_pod(pod, pod_tracker.REASON_NO_WORK))
+                    break  # else idle until a result or a lock expiry changes the queue
+                coordinator.lock(prompt, short_id, now, run.policy)
+                prompt.issued += 1
+                held = Outstanding(
+                    assignment_id=f"{prompt.stem}#{prompt.issued}",
+                    stem=prompt.stem,
+                    is_retry=is_retry,
+                )
+                pod.outstanding.append(held)
+                sends.append(self._assign(pod, prompt, held))
         if sends:
             await asyncio.gather(*sends)
 
@@ -571,6 +619,9 @@ class AuditWorkflow:
     async def _continue_as_new(self, input: AuditInput) -> None:
         run = self._require_run()
         await self._settle_commit()
+        if self._prefetch is not None:
+            await workflow.wait([self._prefetch])
+            self._apply_prefetch()
         await workflow.wait_condition(workflow.all_handlers_finished)
         run.inbox = list(self._inbox)
         workflow.continue_as_new(AuditInput(round=input.round, hotkey=input.hotkey, run=run))

@@ -66,15 +66,9 @@ with workflow.unsafe.imports_passed_through():
 
 SEEN_ASSIGNMENTS_KEPT = 1000
 HEALTH_LOST = "stopped answering /health"
-
-
-def _pod_may_be_down(result: PromptResult) -> bool:
-    """A failure the pod itself may have caused (worth probing /health)."""
-    return (
-        result.outcome is PromptResultKind.FAILED
-        and result.error_type != ErrorType.PROMPT_UNAVAILABLE
-        and result.glb_uri is None
-    )
+_CONTINUE = "continue-as-new"
+_POD_MAY_BE_DOWN = (ErrorType.MINER_FAILED, ErrorType.MINER_TIMEOUT)
+"""Generate failures the pod itself may have caused: /health is probed before the next request."""
 
 
 @workflow.defn(name="PodWorkflow")
@@ -90,6 +84,9 @@ class PodWorkflow:
         self._seen: list[str] = list(carried.seen_assignments) if carried else []
         self._pod: PodRef | None = carried.pod if carried else None
         self._processed = carried.stats.processed if carried else 0
+        self._end: str | None = None  # why the loops stopped taking work (besides `stop`)
+        self._gpu = asyncio.Lock()  # one generation at a time on the pod's GPU
+        self._gpu_free: list[str] = []  # assignments whose response headers arrived
 
     @workflow.run
     async def run(self, input: PodInput) -> PodWorkflowResult:
@@ -98,7 +95,6 @@ class PodWorkflow:
             return await self._v1.run(input)
         reason = "stopped"
         marked_bad = False
-        unfinished: str | None = None
         continue_as_new = False
         evicted = False
         try:
@@ -109,27 +105,14 @@ class PodWorkflow:
                     reason, marked_bad = problem, self._stop is None
                     return self._result(input, reason, marked_bad)
                 await self._tell_parent(input, self._ready(input))
-            while True:
-                if not await self._wait_for_work(input):
-                    reason = "audit is gone"
-                    break
-                if self._stop is not None:
-                    reason = self._stop.reason
-                    break
-                assignment = self._pending.pop(0)
-                unfinished = assignment.assignment_id
-                result = await self._process(input, assignment)
-                self._processed += 1
-                if not await self._tell_parent(input, result):
-                    reason = "audit is gone"
-                    break
-                unfinished = None
-                if _pod_may_be_down(result) and not await self._still_healthy():
-                    reason, marked_bad = HEALTH_LOST, True
-                    break
-                if workflow.info().is_continue_as_new_suggested() and self._stop is None:
-                    continue_as_new = True
-                    break
+            await self._serve(input)
+            continue_as_new = self._end == _CONTINUE
+            if self._end == HEALTH_LOST:
+                reason, marked_bad = HEALTH_LOST, True
+            elif self._end is not None and not continue_as_new:
+                reason = self._end
+            elif self._stop is not None:
+                reason = self._stop.reason
         except (Exception, asyncio.CancelledError):
             raise
         except BaseException:
@@ -151,7 +134,6 @@ class PodWorkflow:
                         marked_bad=marked_bad,
                         deployed=self._pod is not None,
                         reason=reason,
-                        unfinished_assignment=unfinished,
                         audit_run_id=input.audit_run_id,
                     ),
                 )
@@ -171,6 +153,13 @@ class PodWorkflow:
         self._seen.append(assignment.assignment_id)
         del self._seen[:-SEEN_ASSIGNMENTS_KEPT]
         self._pending.append(assignment)
+
+    @workflow.signal(name="gpu_free")
+    def gpu_free(self, assignment_id: str) -> None:
+        """From the `generate` activity: the response headers arrived; the GPU slot is free."""
+        if self._v1 is None and assignment_id not in self._gpu_free:
+            self._gpu_free.append(assignment_id)
+            del self._gpu_free[:-SEEN_ASSIGNMENTS_KEPT]  # late ones (activity already done)
 
     @workflow.signal(name="stop")
     def stop(self, stop: StopPod) -> None:
@@ -214,8 +203,9 @@ class PodWorkflow:
                 problem,
                 retry,
             )
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._stop is not None, timeout=retry)
+            if retry > timedelta(0):  # (a zero timeout would mean "no timeout")
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self._stop is not None, timeout=retry)
         return f"failed to get a healthy pod: {problem}"
 
     async def _attempt(self, input: PodInput, provider: ProviderName) -> tuple[str, bool] | None:
@@ -272,25 +262,89 @@ class PodWorkflow:
 
     # --- work -----------------------------------------------------------------------------------
 
-    async def _wait_for_work(self, input: PodInput) -> bool:
-        """Wait for an assignment or stop; while idle, check now and then that the audit exists.
+    async def _serve(self, input: PodInput) -> None:
+        """Run MAX_CONCURRENT_PROMPTS_PER_POD loops until stopped, gone, bad or continuing.
 
-        False when the audit is gone (terminated, reset): then nobody would ever stop this
-        pod, so it leaves and deletes itself rather than stay rented forever.
+        The loops share one GPU slot (only `generate` holds it), so while one prompt is
+        rendered and scored the next one is already generating: the rented GPU never waits
+        for our side (upstream's generation_pipeline).
+        """
+        count = max(1, input.policy.max_concurrent_prompts_per_pod)
+        loops = [asyncio.ensure_future(self._loop(input, i == 0)) for i in range(count)]
+        try:
+            await asyncio.gather(*loops)
+        except BaseException:
+            for loop in loops:
+                loop.cancel()
+            await workflow.wait(loops)
+            raise
+
+    def _taking_work(self) -> bool:
+        return self._stop is None and self._end is None
+
+    async def _loop(self, input: PodInput, pings: bool) -> None:
+        """One processing loop: take an assignment, process it, report it, repeat."""
+        while True:
+            if not await self._wait_for_work(input, pings):
+                self._end = self._end or "audit is gone"
+            if not self._taking_work():
+                return
+            if workflow.info().is_continue_as_new_suggested():
+                self._end = _CONTINUE  # the other loops finish what they hold, then we go
+                return
+            if not self._pending:
+                continue  # another loop woken by the same assignment took it
+            assignment = self._pending.pop(0)
+            result = await self._process(input, assignment)
+            if result is None:
+                # Skipped at the GPU slot (stopped, pod bad, continuing): nothing was sent.
+                if self._end == _CONTINUE:
+                    self._pending.insert(0, assignment)  # the next run does it
+                continue
+            self._processed += 1
+            if not await self._tell_parent(input, result):
+                self._end = self._end or "audit is gone"
+                return
+
+    async def _wait_for_work(self, input: PodInput, pings: bool) -> bool:
+        """Wait for an assignment or an end; the pinging loop checks now and then that the
+        audit exists. False when the audit is gone (terminated, reset): then nobody would ever
+        stop this pod, so it leaves and deletes itself rather than stay rented forever.
         """
         idle_check = timedelta(seconds=input.policy.pod_idle_check_seconds)
         while True:
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._pending) or self._stop is not None, timeout=idle_check
+                    lambda: bool(self._pending) or not self._taking_work(),
+                    timeout=idle_check if pings else None,
                 )
                 return True
             except TimeoutError:
                 if not await self._tell_parent(input, self._ready(input)):
                     return False
 
-    async def _process(self, input: PodInput, assignment: Assignment) -> PromptResult:
-        """Generate, render and score one prompt; what the miner caused becomes a FAILED result."""
+    async def _process(self, input: PodInput, assignment: Assignment) -> PromptResult | None:
+        """Generate, render and score one prompt; what the miner caused becomes a FAILED result.
+
+        The submitted GLB is fetched and rendered meanwhile, so after the generation only the
+        new GLB's render and the score remain.
+        """
+        submitted = asyncio.ensure_future(self._submitted_preview(input, assignment))
+        try:
+            result = await self._generate_and_score(input, assignment, submitted)
+        except BaseException:
+            submitted.cancel()
+            raise
+        if not submitted.done():
+            await workflow.wait([submitted])  # a failed generation: never leave it behind
+        return result
+
+    async def _generate_and_score(
+        self,
+        input: PodInput,
+        assignment: Assignment,
+        submitted: asyncio.Future[tuple[str | None, str | None]],
+    ) -> PromptResult | None:
         pod_url = self._live_pod().url
         if pod_url is None:
             raise ApplicationError(f"pod {input.pod_name} has no URL", non_retryable=True)
@@ -319,29 +373,10 @@ class PodWorkflow:
                 error=failure(e)[0],
                 error_type=ErrorType.PROMPT_UNAVAILABLE,
             )
-        timeout = timedelta(seconds=policy.generation_timeout_seconds)
-        download = timedelta(seconds=policy.download_timeout_seconds)
         try:
-            generated = await workflow.execute_activity(
-                "generate",
-                GenerateInput(
-                    audit_id=f"{input.audit_workflow_id}/{input.audit_run_id}",
-                    assignment_id=assignment.assignment_id,
-                    round=input.round,
-                    provider=self._live_pod().provider,
-                    pod_url=pod_url,
-                    prompt_url=assignment.prompt_url,
-                    seed=input.seed,
-                    timeout=timeout,
-                    download_timeout=download,
-                    max_bytes=policy.max_glb_bytes,
-                ),
-                result_type=GenerateResult,
-                summary=f"generate {assignment.assignment_id}",
-                **options.generate_v2(
-                    timeout, download, timedelta(seconds=policy.generation_heartbeat_seconds)
-                ),
-            )
+            generated = await self._generate(input, assignment, pod_url)
+            if generated is None:
+                return None
         except ActivityError as e:
             raise_if_cancelled(e)
             message, error_type = failure(e)
@@ -368,7 +403,7 @@ class PodWorkflow:
                 error=f"render failed: {failure(e)[0]}",
                 error_type=ErrorType.RENDER_FAILED,
             )
-        distance, problem = await self._distance(input, assignment, preview.uri)
+        distance, problem = await self._distance(input, assignment, preview.uri, submitted)
         return PromptResult(
             **base,
             outcome=PromptResultKind.GENERATED,
@@ -380,13 +415,67 @@ class PodWorkflow:
             error=problem,
         )
 
-    async def _distance(
-        self, input: PodInput, assignment: Assignment, png_uri: str
-    ) -> tuple[float | None, str | None]:
-        """DINOv3 distance to our own render of the submitted GLB; None (a mismatch) if unknown."""
+    async def _generate(
+        self, input: PodInput, assignment: Assignment, pod_url: str
+    ) -> GenerateResult | None:
+        """Call the miner once, holding the pod's GPU slot until the response headers arrive.
+
+        The activity signals `gpu_free` at the headers; the slot is released then (or when the
+        activity ends, whichever is first), so the next loop's request goes out while this GLB
+        is still downloading, as upstream's generate.py does. A failure the pod may have caused
+        is followed by a /health probe before the slot is released, so no other request goes to
+        a dead pod. None: skipped, because the pod stopped taking work while this waited for
+        the slot (upstream skips the prompt then and records nothing).
+        """
+        policy = input.policy
+        timeout = timedelta(seconds=policy.generation_timeout_seconds)
+        download = timedelta(seconds=policy.download_timeout_seconds)
+        aid = assignment.assignment_id
+        async with self._gpu:
+            if not self._taking_work():
+                return None
+            call = workflow.start_activity(
+                "generate",
+                GenerateInput(
+                    audit_id=f"{input.audit_workflow_id}/{input.audit_run_id}",
+                    assignment_id=aid,
+                    round=input.round,
+                    provider=self._live_pod().provider,
+                    pod_url=pod_url,
+                    prompt_url=assignment.prompt_url,
+                    seed=input.seed,
+                    timeout=timeout,
+                    download_timeout=download,
+                    max_bytes=policy.max_glb_bytes,
+                ),
+                result_type=GenerateResult,
+                summary=f"generate {aid}",
+                **options.generate_v2(
+                    timeout, download, timedelta(seconds=policy.generation_heartbeat_seconds)
+                ),
+            )
+            await workflow.wait_condition(lambda: call.done() or aid in self._gpu_free)
+            if call.done() and call.exception() is not None:
+                error = call.exception()
+                if isinstance(error, ActivityError):
+                    raise_if_cancelled(error)
+                    _, error_type = failure(error)
+                    if error_type in _POD_MAY_BE_DOWN and not await self._still_healthy():
+                        self._end = HEALTH_LOST
+        if aid in self._gpu_free:
+            self._gpu_free.remove(aid)
+        result: GenerateResult = await call
+        return result
+
+    async def _submitted_preview(
+        self, input: PodInput, assignment: Assignment
+    ) -> tuple[str | None, str | None]:
+        """Our render of the submitted GLB (uri, None), or (None, why not): the miner's fault.
+
+        Independent of the generation, so `_process` runs it while the pod generates.
+        """
         if assignment.submitted_glb_url is None:
             return None, "the submission has no GLB to compare with"
-        gpu = options.gpu(input.policy.gpu_task_queue)
         try:
             submitted = await workflow.execute_activity(
                 "fetch_artifact",
@@ -397,19 +486,36 @@ class PodWorkflow:
                 summary=f"fetch submitted {assignment.stem}",
                 **options.FETCH_ARTIFACT,
             )
-            submitted_preview = await workflow.execute_activity(
+            preview = await workflow.execute_activity(
                 "render_preview",
                 RenderPreviewInput(glb_uri=submitted.uri),
                 result_type=ArtifactResult,
                 summary=f"render submitted {assignment.stem}",
-                **gpu,
+                **options.gpu(input.policy.gpu_task_queue),
             )
+        except ActivityError as e:
+            raise_if_cancelled(e)
+            return None, f"distance unknown: {failure(e)[0]}"
+        return preview.uri, None
+
+    async def _distance(
+        self,
+        input: PodInput,
+        assignment: Assignment,
+        png_uri: str,
+        submitted: asyncio.Future[tuple[str | None, str | None]],
+    ) -> tuple[float | None, str | None]:
+        """DINOv3 distance to our own render of the submitted GLB; None (a mismatch) if unknown."""
+        submitted_uri, problem = await submitted
+        if submitted_uri is None:
+            return None, problem
+        try:
             scored = await workflow.execute_activity(
                 "score_distance",
-                ScoreDistanceInput(png_a_uri=submitted_preview.uri, png_b_uri=png_uri),
+                ScoreDistanceInput(png_a_uri=submitted_uri, png_b_uri=png_uri),
                 result_type=ScoreDistanceResult,
                 summary=f"score {assignment.stem}",
-                **gpu,
+                **options.gpu(input.policy.gpu_task_queue),
             )
         except ActivityError as e:
             raise_if_cancelled(e)

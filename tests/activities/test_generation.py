@@ -23,7 +23,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.artifacts import ArtifactStore
 from activities.generation import GenerationActivities
-from models.audit import FetchArtifactInput, FetchPromptInput, GenerateInput, ProviderName
+from models.audit import (
+    FetchArtifactInput,
+    FetchPromptInput,
+    GenerateInput,
+    PrefetchPromptsInput,
+    ProviderName,
+)
 from models.errors import ErrorType
 from tests.helpers import assert_eventually, free_port
 
@@ -299,7 +305,7 @@ async def test_generate_http_error_is_miner_failed(
 async def test_generate_bad_output(
     miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore, mode: str, expected: str
 ) -> None:
-    """Empty, non-GLB, unloadable GLB and over-cap bodies -> non-retryable MINER_BAD_OUTPUT."""
+    """v1: empty, non-GLB, unloadable GLB and over-cap bodies -> non-retryable MINER_BAD_OUTPUT."""
     miner.mode = mode
     error = await run_failing(ActivityEnvironment(), acts.generate, gen_input(miner))
 
@@ -564,3 +570,44 @@ async def test_v2_failures_are_miner_failed(
     error = await run_failing(env, following_acts.generate, refused)
     assert error.type == ErrorType.MINER_FAILED
     assert error.message.startswith("pod unreachable: ")
+
+
+@pytest.mark.parametrize("mode", ["empty", "not_glb", "bad_glb"])
+async def test_v2_stores_any_2xx_body_for_the_render_step_to_judge(
+    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore, mode: str
+) -> None:
+    """v2 (upstream): any 2xx body is stored as the GLB, not refused here; the render step then
+    fails it with upstream's reason (the prompt keeps its GLB URL, time and size)."""
+    miner.mode = mode
+    arg = gen_input(miner, download_timeout=timedelta(seconds=30))
+    result = await ActivityEnvironment().run(acts.generate, arg)
+    assert result.size == len(store.read_bytes(result.glb_uri))
+    assert result.generation_time >= 0.0
+
+
+async def test_prefetch_caches_every_prompt_and_reports_the_unfetchable(
+    miner: FakeMiner, acts: GenerationActivities
+) -> None:
+    """prefetch_prompts caches every prompt once; a 404 or a non-image is reported, not raised."""
+    urls = [f"{miner.base_url}/prompts/{name}" for name in ("a.png", "missing.png", "text.png")]
+    result = await ActivityEnvironment().run(
+        acts.prefetch_prompts, PrefetchPromptsInput(round=1, urls=urls)
+    )
+    assert sorted(result.unavailable) == sorted(urls[1:])
+    again = await ActivityEnvironment().run(
+        acts.prefetch_prompts, PrefetchPromptsInput(round=1, urls=urls[:1])
+    )
+    assert again.unavailable == {}
+    assert miner.requests["prompt/a.png"] == 1
+
+
+async def test_prefetch_retries_when_the_prompt_server_is_down(
+    miner: FakeMiner, acts: GenerationActivities
+) -> None:
+    """A 5xx prompt server is ours to wait for: the activity fails retryably, naming it."""
+    urls = [f"{miner.base_url}/prompts/down.png"]
+    error = await run_failing(
+        ActivityEnvironment(), acts.prefetch_prompts, PrefetchPromptsInput(round=1, urls=urls)
+    )
+    assert not error.non_retryable
+    assert "down.png" in error.message

@@ -20,16 +20,20 @@ from activities.scoring import (
     GRID_SIZE,
     VIEW_SIZE,
     DinoEmbedder,
+    MeshLoadError,
     PreviewRenderer,
     ScoringActivities,
-    camera_pose,
-    load_normalized_mesh,
+    camera_position,
+    load_mesh_as_upstream,
+    look_at,
 )
 from demo.tiny_model import build_tiny_dinov3
 from models.audit import RenderPreviewInput, ScoreDistanceInput
 from models.errors import ErrorType
 
 WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
 
 
 def box_glb() -> bytes:
@@ -40,7 +44,7 @@ def box_glb() -> bytes:
 
 
 def torus_glb() -> bytes:
-    mesh = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3)
+    mesh = trimesh.creation.torus(major_radius=0.4, minor_radius=0.15)
     mesh.visual.face_colors = [40, 90, 220, 255]
     data: bytes = mesh.export(file_type="glb")
     return data
@@ -89,29 +93,52 @@ async def distance(scoring: ScoringActivities, a: str, b: str) -> float:
     return result.distance
 
 
-def test_camera_pose_looks_at_the_origin_from_below() -> None:
-    """Camera at radius 2, 15 deg below the horizon, its -z axis pointing at the origin."""
-    pose = camera_pose(24.0, -15.0, 2.0)
-    eye = pose[:3, 3]
-    assert np.linalg.norm(eye) == pytest.approx(2.0)
-    assert eye[1] == pytest.approx(2.0 * np.sin(np.radians(-15.0)))
-    forward = -pose[:3, 2]
-    assert np.allclose(forward, -eye / 2.0)
+def test_camera_sits_above_the_object_as_upstream_places_it() -> None:
+    """Upstream's phi -15 puts the camera 15 deg *above* (y = +0.5176), looking at the origin."""
+    eye = camera_position(24.0, -15.0, 2.0)
+    assert np.allclose(eye, [0.7858, 0.5176, 1.7648], atol=1e-4)
+    assert np.allclose(camera_position(120.0, -15.0, 2.0), [1.6730, 0.5176, -0.9659], atol=1e-4)
+    pose = look_at(eye)
+    assert np.allclose(-pose[:3, 2], -eye / 2.0)
     assert np.allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3))
 
 
-def test_load_normalized_mesh_fits_the_unit_cube() -> None:
-    """The mesh is centred at the origin and its largest extent is 1."""
-    mesh = load_normalized_mesh(torus_glb())
-    lower, upper = mesh.bounds
-    assert np.allclose((lower + upper) / 2.0, 0.0, atol=1e-6)
-    assert float(np.max(upper - lower)) == pytest.approx(1.0)
+def test_glb_is_rendered_as_it_is_never_normalised() -> None:
+    """A mesh within +-0.6 keeps its coordinates; one outside fails with upstream's reason."""
+    mesh = load_mesh_as_upstream(box_glb())
+    assert np.allclose(mesh.bounds, [[-0.5, -0.3, -0.2], [0.5, 0.3, 0.2]])
+    big = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3).export(file_type="glb")
+    with pytest.raises(MeshLoadError, match=r"^Model exceeds unit cube size constraint$"):
+        load_mesh_as_upstream(big)
+
+
+def test_glb_must_hold_exactly_one_mesh() -> None:
+    """Two geometries, or a point cloud, are refused with upstream's one-line reasons."""
+    two = trimesh.Scene([trimesh.creation.box(extents=(0.2,) * 3), trimesh.creation.icosphere()])
+    with pytest.raises(MeshLoadError, match=r"^GLB file contains 2 objects \(expected 1\)$"):
+        load_mesh_as_upstream(two.export(file_type="glb"))
+    cloud = trimesh.Scene(trimesh.PointCloud([[0, 0, 0], [0.1, 0.1, 0.1]]))
+    with pytest.raises(MeshLoadError, match=r"^GLB file contains non-mesh object: PointCloud$"):
+        load_mesh_as_upstream(cloud.export(file_type="glb"))
+
+
+async def test_golden_preview_matches_upstreams_render_service(renderer: PreviewRenderer) -> None:
+    """tests/fixtures/golden/mesh.glb renders to the image upstream's own render-service code
+    made of it (tests/fixtures/golden/README.md says how): at most 1/255 off on a handful of
+    pixels, from GL rasterisation, against 15.8/255 on average for the old recipe."""
+    mesh = load_mesh_as_upstream((GOLDEN / "mesh.glb").read_bytes())
+    ours = np.asarray(Image.open(io.BytesIO(await renderer.render(mesh))).convert("RGB"))
+    theirs = np.asarray(Image.open(GOLDEN / "upstream-render.png").convert("RGB"))
+    assert ours.shape == theirs.shape == (1041, 1041, 3)
+    diff = np.abs(ours.astype(int) - theirs.astype(int))
+    assert diff.mean() < 0.05, diff.mean()
+    assert (diff > 8).mean() < 0.001
 
 
 async def test_render_preview_is_a_2x2_grid(
     scoring: ScoringActivities, store: ArtifactStore
 ) -> None:
-    """A box renders to a 1041x1041 RGB PNG: white corners and gaps, the mesh in each view."""
+    """A box renders to a 1041x1041 RGB PNG: white corners, black gaps, the mesh in each view."""
     png_uri = await render(scoring, store.put_bytes(box_glb(), ".glb"))
 
     assert png_uri.endswith(".png")
@@ -123,8 +150,8 @@ async def test_render_preview_is_a_2x2_grid(
         assert image.getpixel(corner) == WHITE
     pixels = np.asarray(image)
     gap = slice(VIEW_SIZE, VIEW_SIZE + GRID_GAP)
-    assert (pixels[:, gap] == 255).all()
-    assert (pixels[gap, :] == 255).all()
+    assert (pixels[:, gap] == 0).all()
+    assert (pixels[gap, :] == 0).all()
     for index in range(len(CAMERA_AZIMUTHS_DEGREES)):
         row, column = divmod(index, 2)
         top = row * (VIEW_SIZE + GRID_GAP)
@@ -137,9 +164,9 @@ async def test_render_preview_is_a_2x2_grid(
 
 async def test_rendering_is_deterministic(renderer: PreviewRenderer) -> None:
     """The same GLB renders to the same PNG bytes every time."""
-    mesh = load_normalized_mesh(box_glb())
+    mesh = load_mesh_as_upstream(box_glb())
     first = await renderer.render(mesh)
-    second = await renderer.render(load_normalized_mesh(box_glb()))
+    second = await renderer.render(load_mesh_as_upstream(box_glb()))
     assert first == second
 
 

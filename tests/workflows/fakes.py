@@ -23,6 +23,8 @@ from models.audit import (
     GenerateResult,
     PodHealthInput,
     PodRef,
+    PrefetchPromptsInput,
+    PrefetchPromptsResult,
     ReadRoundFilesInput,
     RenderPreviewInput,
     ScoreDistanceInput,
@@ -95,6 +97,10 @@ class FakeWorld:
     not_visible: dict[str, int] = field(default_factory=dict)  # pod -> attempts never listed
     builds: list[BuildStatus] = field(default_factory=list)  # statuses read before files.build
     deploy_times: dict[str, float] = field(default_factory=dict)  # pod -> monotonic deploy time
+    render_delay: float = 0.0  # seconds every render_preview takes
+    prefetched: list[str] = field(default_factory=list)  # prompt URLs prefetch_prompts was given
+    spans: list[tuple[str, str, float, float]] = field(default_factory=list)
+    """(activity, pod url or glb uri, monotonic start, end) of generate and render calls."""
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -173,6 +179,16 @@ class FakeWorld:
                 )
             return ArtifactResult(uri=f"file:///prompts/{stem}.png", size=1)
 
+        @activity.defn(name="prefetch_prompts")
+        async def prefetch_prompts(input: PrefetchPromptsInput) -> PrefetchPromptsResult:
+            world.prefetched.extend(input.urls)
+            unavailable = {}
+            for url in input.urls:
+                stem = url.rsplit("/", 1)[1].split(".")[0]
+                if world.errors.get(stem) is ErrorType.PROMPT_UNAVAILABLE:
+                    unavailable[url] = f"prompt {url} unavailable: HTTP 404"
+            return PrefetchPromptsResult(unavailable=unavailable)
+
         @activity.defn(name="generate")
         async def generate(input: GenerateInput) -> GenerateResult:
             stem = input.assignment_id.split("#")[0]
@@ -182,7 +198,9 @@ class FakeWorld:
                 raise ApplicationError(
                     f"{world.errors[stem]} for {stem}", type=world.errors[stem], non_retryable=True
                 )
+            started = time.monotonic()
             await asyncio.sleep(world.delays.get(stem, 0.0))
+            world.spans.append(("generate", input.pod_url, started, time.monotonic()))
             if world.failing.get(stem, 0) > 0:
                 world.failing[stem] -= 1
                 raise ApplicationError("HTTP 500", type=ErrorType.MINER_FAILED, non_retryable=True)
@@ -198,6 +216,9 @@ class FakeWorld:
 
         @activity.defn(name="render_preview")
         async def render_preview(input: RenderPreviewInput) -> ArtifactResult:
+            started = time.monotonic()
+            await asyncio.sleep(world.render_delay)
+            world.spans.append(("render", input.glb_uri, started, time.monotonic()))
             return ArtifactResult(uri=input.glb_uri.replace(".glb", ".png"), size=1)
 
         @activity.defn(name="score_distance")
@@ -219,6 +240,7 @@ class FakeWorld:
             delete_pod,
             sweep_pods,
             fetch_prompt,
+            prefetch_prompts,
             generate,
             fetch_artifact,
             render_preview,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 
@@ -177,7 +178,13 @@ async def test_early_exit_at_upstream_mismatch_limit(client: Client) -> None:
     files = round_files(40, critical=["p000", "p001"])
     world = FakeWorld(
         files=files,
-        policy=policy(pods_per_miner=1, initial_pod_count=1, max_prompt_attempts=1),
+        # One loop per pod: with more, the prompts in flight at the limit still finish (upstream).
+        policy=policy(
+            pods_per_miner=1,
+            initial_pod_count=1,
+            max_prompt_attempts=1,
+            max_concurrent_prompts_per_pod=1,
+        ),
         mismatching={f"p{i:03d}" for i in range(40)},
     )
     result = await run_audit(client, world)
@@ -211,6 +218,26 @@ async def test_prompt_lock_timeout_lets_another_pod_take_it(client: Client) -> N
     assert result.audit.outcome is AuditOutcome.PASSED
     assert world.generate_calls.count("p000#1") == 1
     assert world.generate_calls.count("p000#2") == 1
+
+
+async def test_gpu_never_waits_for_render_and_scoring(client: Client) -> None:
+    """A pod generates its next prompt while the previous one is rendered and scored
+    (MAX_CONCURRENT_PROMPTS_PER_POD loops), and never runs two generations at once."""
+    world = FakeWorld(
+        files=round_files(6),
+        policy=policy(pods_per_miner=1, initial_pod_count=1, max_concurrent_prompts_per_pod=4),
+        delays={f"p{i:03d}": 0.3 for i in range(6)},
+        render_delay=0.6,
+    )
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    generations = sorted((s, e) for kind, _, s, e in world.spans if kind == "generate")
+    renders = [(s, e) for kind, uri, s, e in world.spans if kind == "render" and "/gen/" in uri]
+    assert len(generations) == 6
+    for (_, end), (start, _) in itertools.pairwise(generations):
+        assert start >= end - 0.01, "two generations overlapped on one pod's GPU"
+    overlapped = [g for g in generations if any(r[0] < g[0] < r[1] for r in renders)]
+    assert overlapped, "no generation ran while a render was in progress"
 
 
 async def test_build_failure_rejects_without_pods(client: Client) -> None:
@@ -379,14 +406,16 @@ async def test_bad_miner_output_is_a_recorded_failed_prompt(client: Client) -> N
 
 
 async def test_unavailable_prompt_is_dropped_without_blaming_the_pod(client: Client) -> None:
-    """A prompt image that 404s is dropped (upstream), a mismatch, and no pod is charged."""
+    """A prompt image that 404s is dropped (upstream: by the up-front download, else by the pod
+    that fetches it), a mismatch, and no pod is charged."""
     world = FakeWorld(
         files=round_files(5),
         policy=policy(pods_per_miner=2),
         errors={"p003": ErrorType.PROMPT_UNAVAILABLE},
     )
     result = await run_audit(client, world)
-    assert world.prompt_fetches.count("p003") == 1
+    assert "http://prompts/p003.png" in world.prefetched
+    assert world.prompt_fetches.count("p003") <= 1
     assert [c for c in world.generate_calls if c.startswith("p003")] == []
     stats = world.writes[-1].files[1].value
     assert isinstance(stats, dict)

@@ -1,0 +1,225 @@
+"""Benchmark: does the rented GPU wait for us? One real audit, pipelined and not, side by side.
+
+    .venv/bin/python -m benchmarks.pipeline                 # 24 prompts, 2 pods, 3 s generations
+    .venv/bin/python -m benchmarks.pipeline --prompts 12 --generation 2
+
+Everything is real but the GPU: an in-memory Temporal dev server, the project's workers (real
+activities), the `local` provider running the reference miner with a fixed generation delay,
+a bare git competition repo, real rendering and DINOv3 scoring (the demo's tiny model). The same
+audit runs once per MAX_CONCURRENT_PROMPTS_PER_POD value (1: a pod generates, renders and scores
+before it takes its next prompt; 4: upstream's loops sharing one GPU slot) and prints for each:
+
+- span: first `pod_ready` to the last `pod_result` signal in the parent's history;
+- ideal: ceil(prompts / pods) x generation time (every pod generating back to back);
+- ratio span / ideal, and the per-prompt orchestration cost on a pod's critical path,
+  (span - ideal) x pods / prompts;
+- where that cost goes, from the pods' histories: the start (first pod ready -> its first
+  generate started), the mean GPU gap between one generate's completion and the next one's
+  start on the same pod, and the tail (last generate completed -> last result: the last
+  prompt's render and scoring, which nothing can overlap);
+- the miner's own mean generation time as the audit measured it (request sent -> headers),
+  which includes HTTP and the miner's server on this loaded machine, not only its 3 s sleep;
+- the parent's history events per prompt (it must stay bounded: signals, not activities).
+
+It asserts nothing; compare the rows of one run (the machine's cores are shared by the server,
+the workers, the miners and the renderer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHistory
+
+from benchmarks.long_audit import start_dev_server
+from demo.competition import DemoMiner, publish_round
+from demo.static_server import StaticServer
+from demo.tiny_model import build_tiny_dinov3
+from models.audit import AuditResult
+from models.constants import pod_child_id
+from models.settings import Settings, load_settings
+from starter import start_audit
+from worker import running_workers
+
+HOTKEY = "5PipelineBench"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One audit's measurements."""
+
+    loops: int
+    span: float
+    ideal: float
+    prompts: int
+    pods: int
+    parent_events: int
+    outcome: str
+    start: float
+    gap: float
+    tail: float
+    miner: float
+
+    @property
+    def ratio(self) -> float:
+        return self.span / self.ideal
+
+    @property
+    def cost_ms(self) -> float:
+        """Orchestration per prompt on a pod's critical path."""
+        return max(self.span - self.ideal, 0.0) * self.pods / self.prompts * 1000
+
+
+def bench_settings(root: Path, address: str, pods: int, loops: int) -> Settings:
+    """Demo-like settings for one measured audit (no start delay, fast polls)."""
+    values = {
+        "TEMPORAL_ADDRESS": address,
+        "GPU_PROVIDERS": "local",
+        "COMPETITION_REPO": str(root / "competition.git"),
+        "WORK_DIR": str(root / f"work-{loops}"),
+        "ARTIFACTS_DIR": str(root / f"artifacts-{loops}"),
+        "LOCAL_PODS_DIR": str(root / f"pods-{loops}"),
+        "DINOV3_MODEL": str(root / "dinov3-tiny"),
+        "PODS_PER_MINER": str(pods),
+        "INITIAL_POD_COUNT": str(pods),
+        "MAX_POD_ATTEMPTS": str(max(pods, 6)),
+        "MAX_PROMPT_ATTEMPTS": "1",
+        "POD_START_DELAY": "0",
+        "CHECK_POD_INTERVAL": "0.2",
+        "MAX_CONCURRENT_PROMPTS_PER_POD": str(loops),
+        "GENERATION_TIMEOUT": "60",
+        "GENERATION_MEDIAN_LIMIT": "60",
+        "ACCEPTABLE_DISTANCE": "0.005",
+    }
+    for name, value in values.items():
+        os.environ[name] = value
+    return load_settings()
+
+
+def activity_spans(
+    history: WorkflowHistory, activity_type: str, results: list[dict[str, Any]] | None = None
+) -> list[tuple[float, float]]:
+    """(started, completed) epoch seconds of every completed `activity_type` in a history;
+    their results (decoded JSON) are appended to `results` when given."""
+    scheduled: dict[int, str] = {}
+    started: dict[int, float] = {}
+    spans = []
+    for event in history.events:
+        at = event.event_time.ToDatetime().timestamp()
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attrs.activity_type.name
+        elif event.HasField("activity_task_started_event_attributes"):
+            started[event.activity_task_started_event_attributes.scheduled_event_id] = at
+        elif event.HasField("activity_task_completed_event_attributes"):
+            sid = event.activity_task_completed_event_attributes.scheduled_event_id
+            if scheduled.get(sid) == activity_type and sid in started:
+                spans.append((started[sid], at))
+                payloads = event.activity_task_completed_event_attributes.result.payloads
+                if results is not None and payloads:
+                    results.append(json.loads(payloads[0].data))
+    return sorted(spans)
+
+
+def signal_times(history: WorkflowHistory, name: str) -> list[float]:
+    """Event times (epoch seconds) of every signal `name` the workflow received."""
+    times = []
+    for event in history.events:
+        if event.HasField("workflow_execution_signaled_event_attributes"):
+            if event.workflow_execution_signaled_event_attributes.signal_name == name:
+                times.append(event.event_time.ToDatetime().timestamp())
+    return times
+
+
+async def measure(
+    client: Client, root: Path, www: StaticServer, round_number: int, args: argparse.Namespace
+) -> Row:
+    """Publish a round, run one audit with `args.loops_now` loops per pod, measure it."""
+    loops: int = args.loops_now
+    address = client.service_client.config.target_host
+    settings = bench_settings(root, address, args.pods, loops)
+    miner = DemoMiner(
+        hotkey=HOTKEY, label="honest", image=f"local/reference-miner?delay={args.generation}"
+    )
+    publish_round(
+        root / "competition.git", root / "www", www.base_url, round_number, [miner], args.prompts
+    )
+    queue = f"bench-{loops}-{time.monotonic_ns()}"
+    async with running_workers(client, settings, task_queue=queue, gpu_task_queue=f"{queue}-gpu"):
+        policy = settings.audit_policy().model_copy(update={"gpu_task_queue": f"{queue}-gpu"})
+        handle = await start_audit(client, round_number, HOTKEY, task_queue=queue, policy=policy)
+        result: AuditResult = await handle.result()
+    history = await handle.fetch_history()
+    ready = signal_times(history, "pod_ready")
+    results = signal_times(history, "pod_result")
+    generates = []
+    answers: list[dict[str, Any]] = []
+    for index in range(result.pods_started):
+        pod = client.get_workflow_handle(pod_child_id(handle.id, index))
+        generates.append(activity_spans(await pod.fetch_history(), "generate", answers))
+    gaps = [b[0] - a[1] for spans in generates for a, b in itertools.pairwise(spans)]
+    return Row(
+        loops=loops,
+        span=max(results) - min(ready),
+        ideal=math.ceil(args.prompts / args.pods) * args.generation,
+        prompts=args.prompts,
+        pods=args.pods,
+        parent_events=len(history.events),
+        outcome=result.audit.outcome.value,
+        start=min(spans[0][0] for spans in generates if spans) - min(ready),
+        gap=statistics.mean(gaps) if gaps else 0.0,
+        tail=max(results) - max(spans[-1][1] for spans in generates if spans),
+        miner=statistics.mean(float(a["generation_time"]) for a in answers),
+    )
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    """Run the side-by-side measurement and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--pods", type=int, default=2)
+    parser.add_argument("--generation", type=float, default=3.0, help="seconds per generation")
+    parser.add_argument("--loops", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        root = Path(tmp)
+        build_tiny_dinov3(root / "dinov3-tiny")
+        env = await start_dev_server()
+        try:
+            with StaticServer(root / "www") as www:
+                for number, loops in enumerate(args.loops, start=1):
+                    args.loops_now = loops
+                    rows.append(await measure(env.client, root, www, number, args))
+        finally:
+            await env.shutdown()
+    print(
+        f"\n{args.prompts} prompts, {args.pods} pods, {args.generation:g} s generations "
+        f"(ideal {rows[0].ideal:.1f} s)"
+    )
+    print(
+        "loops/pod  span s  ratio  cost/prompt on critical path  (start  GPU gap  tail)"
+        "  miner s  parent events/prompt  verdict"
+    )
+    for row in rows:
+        print(
+            f"{row.loops:>9}  {row.span:6.1f}  {row.ratio:5.3f}  {row.cost_ms:24.0f} ms  "
+            f"({row.start * 1000:4.0f} ms {row.gap * 1000:5.0f} ms {row.tail * 1000:5.0f} ms)"
+            f"  {row.miner:7.3f}  {row.parent_events / row.prompts:20.1f}  {row.outcome}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
