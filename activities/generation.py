@@ -305,18 +305,12 @@ class GenerationActivities:
                     generation_time = time.monotonic() - started
                     glb = await _miner_body(response, input.max_bytes)
         except TimeoutError as exc:
-            raise ApplicationError(
-                f"generation exceeded {timeout_s:g}s",
-                type=ErrorType.MINER_TIMEOUT,
-                non_retryable=True,
-                category=BENIGN_MODEL_FAILURE,
+            raise _model_failure(
+                f"generation exceeded {timeout_s:g}s", ErrorType.MINER_TIMEOUT
             ) from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
-            raise ApplicationError(
-                f"pod unreachable: {type(exc).__name__}: {exc}",
-                type=ErrorType.MINER_FAILED,
-                non_retryable=True,
-                category=BENIGN_MODEL_FAILURE,
+            raise _model_failure(
+                f"pod unreachable: {type(exc).__name__}: {exc}", ErrorType.MINER_FAILED
             ) from exc
         return glb, generation_time
 
@@ -359,18 +353,10 @@ class GenerationActivities:
                 )
                 glb = await _miner_body(response, input.max_bytes)
         except httpx.TimeoutException as exc:
-            raise ApplicationError(
-                _timeout_message(exc, read_s),
-                type=ErrorType.MINER_TIMEOUT,
-                non_retryable=True,
-                category=BENIGN_MODEL_FAILURE,
-            ) from exc
+            raise _model_failure(_timeout_message(exc, read_s), ErrorType.MINER_TIMEOUT) from exc
         except httpx.RequestError as exc:
-            raise ApplicationError(
-                f"pod unreachable: {type(exc).__name__}: {exc}",
-                type=ErrorType.MINER_FAILED,
-                non_retryable=True,
-                category=BENIGN_MODEL_FAILURE,
+            raise _model_failure(
+                f"pod unreachable: {type(exc).__name__}: {exc}", ErrorType.MINER_FAILED
             ) from exc
         if generation_time > timeout_s:
             activity.logger.info(
@@ -518,24 +504,25 @@ async def _tell_gpu_free(assignment_id: str) -> None:
         activity.logger.debug("gpu_free not signalled for %s: %s", assignment_id, exc)
 
 
+def _model_failure(message: str, error_type: ErrorType) -> ApplicationError:
+    """A failure the miner caused: non-retryable, and benign (an outcome, not our error)."""
+    return ApplicationError(
+        message, type=error_type, non_retryable=True, category=BENIGN_MODEL_FAILURE
+    )
+
+
 async def _miner_body(response: httpx.Response, max_bytes: int) -> bytes:
     """The GLB of a /generate response; a non-2xx status or an oversized body is the miner's."""
     if not response.is_success:
         body = await _read_prefix(response, ERROR_BODY_MAX_CHARS)
-        raise ApplicationError(
-            f"miner returned HTTP {response.status_code}: {body}",
-            type=ErrorType.MINER_FAILED,
-            non_retryable=True,
-            category=BENIGN_MODEL_FAILURE,
+        raise _model_failure(
+            f"miner returned HTTP {response.status_code}: {body}", ErrorType.MINER_FAILED
         )
     try:
         return await _read_capped(response, max_bytes)
     except _TooLargeError as exc:
-        raise ApplicationError(
-            f"response larger than {exc.limit} bytes",
-            type=ErrorType.MINER_BAD_OUTPUT,
-            non_retryable=True,
-            category=BENIGN_MODEL_FAILURE,
+        raise _model_failure(
+            f"response larger than {exc.limit} bytes", ErrorType.MINER_BAD_OUTPUT
         ) from exc
 
 
@@ -594,36 +581,20 @@ def _is_image(data: bytes) -> bool:
 def _validate_glb(data: bytes) -> None:
     """Raise non-retryable MINER_BAD_OUTPUT unless `data` is a GLB with geometry (sync, CPU)."""
     if not data:
-        raise ApplicationError(
-            "miner returned an empty body",
-            type=ErrorType.MINER_BAD_OUTPUT,
-            non_retryable=True,
-            category=BENIGN_MODEL_FAILURE,
-        )
+        raise _model_failure("miner returned an empty body", ErrorType.MINER_BAD_OUTPUT)
     if not data.startswith(GLB_MAGIC):
-        raise ApplicationError(
-            f"response is not a GLB (starts with {data[:8]!r})",
-            type=ErrorType.MINER_BAD_OUTPUT,
-            non_retryable=True,
-            category=BENIGN_MODEL_FAILURE,
+        raise _model_failure(
+            f"response is not a GLB (starts with {data[:8]!r})", ErrorType.MINER_BAD_OUTPUT
         )
     try:
         scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
     # trimesh raises many exception types for malformed files; any of them means bad output.
     except Exception as exc:
-        raise ApplicationError(
-            f"GLB cannot be loaded: {type(exc).__name__}: {exc}",
-            type=ErrorType.MINER_BAD_OUTPUT,
-            non_retryable=True,
-            category=BENIGN_MODEL_FAILURE,
+        raise _model_failure(
+            f"GLB cannot be loaded: {type(exc).__name__}: {exc}", ErrorType.MINER_BAD_OUTPUT
         ) from exc
     if not isinstance(scene, trimesh.Scene) or not scene.geometry:
-        raise ApplicationError(
-            "GLB has no geometry",
-            type=ErrorType.MINER_BAD_OUTPUT,
-            non_retryable=True,
-            category=BENIGN_MODEL_FAILURE,
-        )
+        raise _model_failure("GLB has no geometry", ErrorType.MINER_BAD_OUTPUT)
 
 
 def _prompt_stem(url: str) -> str:
