@@ -563,7 +563,6 @@ class AuditPod(BaseModel):
     index: int
     pod_name: str
     workflow_id: str
-    initial: bool = Field(False, description="one of the INITIAL_POD_COUNT first pods")
     phase: PodPhase = PodPhase.ACQUIRING
     ever_ready: bool = False
     outstanding: list[Outstanding] = Field(default_factory=list)

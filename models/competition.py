@@ -311,8 +311,11 @@ class CompetitionPaths:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _loc(error: dict[str, Any]) -> str:
-    return ".".join(str(part) for part in error.get("loc", ())) or "<root>"
+def _first_problem(error: ValidationError) -> tuple[str, str]:
+    """(what is wrong, dotted field path or "") of a validation error's first problem."""
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{first['msg']} (got {first.get('input')!r:.80})", loc
 
 
 SkipHandler = Callable[[CompetitionFileError], None]
@@ -334,10 +337,8 @@ def parse_competition_file(model: type[M], path: str, text: str | None) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise CompetitionFileError(
-            path, f"{first['msg']} (got {first.get('input')!r:.80})", field=_loc(dict(first))
-        ) from e
+        problem, loc = _first_problem(e)
+        raise CompetitionFileError(path, problem, field=loc or "<root>") from e
 
 
 def _wrong_root(path: str, expected: str, data: object) -> CompetitionFileError:
@@ -348,13 +349,8 @@ def _wrong_root(path: str, expected: str, data: object) -> CompetitionFileError:
 
 def _entry_error(path: str, hotkey: str, error: ValidationError) -> CompetitionFileError:
     """The first problem of one hotkey's entry; the field starts with the hotkey."""
-    first = error.errors()[0]
-    loc = ".".join(str(part) for part in first.get("loc", ()))
-    return CompetitionFileError(
-        path,
-        f"{first['msg']} (got {first.get('input')!r:.80})",
-        field=f"{hotkey}.{loc}" if loc else hotkey,
-    )
+    problem, loc = _first_problem(error)
+    return CompetitionFileError(path, problem, field=f"{hotkey}.{loc}" if loc else hotkey)
 
 
 def _keyed_entries(

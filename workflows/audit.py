@@ -394,12 +394,7 @@ class AuditWorkflow:
             if count >= 2 * policy.max_mismatched_prompts:
                 run.early_stop = pod_tracker.REASON_MISMATCH_LIMIT
         elif policy.early_exit is EarlyExit.VERDICT_FINAL:
-            settled = [p.stem for p in run.prompts.values() if p.done]
-            best = {s: p.best for s, p in run.prompts.items() if p.best is not None}
-            counts = verdict.count_mismatches(
-                settled, best, run.round_files.critical_prompts, policy
-            )
-            if verdict.verdict_is_final(counts, policy):
+            if verdict.verdict_is_final(self._mismatch_counts(run), policy):
                 run.early_stop = pod_tracker.REASON_MISMATCH_LIMIT
 
     async def _dispatch(self) -> None:
@@ -530,7 +525,6 @@ class AuditWorkflow:
             index=index,
             pod_name=upstream_pod_name(files.round, files.hotkey, index),
             workflow_id=pod_child_id(info.workflow_id, index),
-            initial=not run.expanded,
         )
         run.pods.append(pod)
         await workflow.start_child_workflow(
@@ -726,6 +720,7 @@ class AuditWorkflow:
         self._commit = None
 
     def _mismatch_counts(self, run: AuditRun) -> verdict.MismatchCounts:
+        """Mismatches among the settled prompts (the progress query, EARLY_EXIT=verdict_final)."""
         settled = [p.stem for p in run.prompts.values() if p.done]
         best = {s: p.best for s, p in run.prompts.items() if p.best is not None}
         return verdict.count_mismatches(settled, best, run.round_files.critical_prompts, run.policy)

@@ -43,11 +43,6 @@ class MismatchCounts(BaseModel):
     critical: int = 0
 
 
-def is_failed(entry: GenerationEntry) -> bool:
-    """A generation without a GLB or preview failed."""
-    return entry.is_failed()
-
-
 def classify(entry: GenerationEntry | None, policy: AuditPolicy) -> Mismatch | None:
     """The mismatch reason of one stem's generation, or None when it matches."""
     if entry is None:
