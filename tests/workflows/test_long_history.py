@@ -62,6 +62,10 @@ def long_world(hotkey: str, initial_pods: int) -> FakeWorld:
         initial_pod_count=initial_pods,
         max_pod_attempts=PODS,
         pod_start_delay_seconds=0,
+        # One prompt in flight per pod, as these bounds were set for: with upstream's 4 loops a
+        # pod drains up to 4 in-flight prompts (~40 events each) before
+        # it can continue as new.
+        max_concurrent_prompts_per_pod=1,
     )
     return FakeWorld(files=round_files(PROMPTS, hotkey=hotkey), policy=policy)
 
