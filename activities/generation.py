@@ -143,7 +143,8 @@ class GenerationActivities:
         Idempotent: a cached download is returned without a request. Permanent:
         PROMPT_UNAVAILABLE (4xx, not an image, unsupported or missing URL).
         """
-        return await self._prompt_record(input.round, input.url)
+        async with heartbeating(self._heartbeat_interval):
+            return await self._prompt_record(input.round, input.url)
 
     @activity.defn(name="prefetch_prompts")
     async def prefetch_prompts(self, input: PrefetchPromptsInput) -> PrefetchPromptsResult:

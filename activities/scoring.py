@@ -39,6 +39,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactStore, ArtifactStoreError
+from activities.heartbeat import heartbeating
 from models.audit import ArtifactResult, RenderPreviewInput, ScoreDistanceInput, ScoreDistanceResult
 from models.errors import ErrorType
 
@@ -76,6 +77,8 @@ EMBEDDING_CACHE_ENTRIES = 4096
 """In-memory embeddings kept per process (a 384-float vector each for ViT-S)."""
 
 _RECORD_PREVIEW = "preview"
+HEARTBEAT_SECONDS = 2.0
+"""Both activities beat this often: one lost with its worker or server is retried in seconds."""
 _GL_LINEAR = 0x2601  # OpenGL GL_LINEAR: sample textures without mipmaps, like upstream.
 
 Embedding = npt.NDArray[np.float64]
@@ -131,6 +134,11 @@ class ScoringActivities:
 
     @activity.defn(name="render_preview")
     async def render_preview(self, input: RenderPreviewInput) -> ArtifactResult:
+        """Render a stored GLB to the 2x2 preview PNG and store it (heartbeating)."""
+        async with heartbeating(HEARTBEAT_SECONDS):
+            return await self._render_preview(input)
+
+    async def _render_preview(self, input: RenderPreviewInput) -> ArtifactResult:
         """Render a stored GLB to the 2x2 preview PNG and store it.
 
         Idempotent and cached: the PNG for a GLB is recorded under the GLB's sha256 (and the
@@ -166,6 +174,11 @@ class ScoringActivities:
 
     @activity.defn(name="score_distance")
     async def score_distance(self, input: ScoreDistanceInput) -> ScoreDistanceResult:
+        """DINOv3 distance of two stored previews (heartbeating)."""
+        async with heartbeating(HEARTBEAT_SECONDS):
+            return await self._score_distance(input)
+
+    async def _score_distance(self, input: ScoreDistanceInput) -> ScoreDistanceResult:
         """DINOv3 distance (1 - cosine similarity of L2-normalised CLS embeddings) of two PNGs.
 
         Pure function of the two files' bytes; embeddings are cached by PNG sha256.

@@ -57,8 +57,10 @@ DEPLOY_POD = ActivityOptions(
 )
 FETCH_PROMPT = ActivityOptions(
     # Retried for as long as an outage of the prompt server may reasonably last: a prompt we
-    # cannot fetch is our problem, never a failed generation charged to the miner.
+    # cannot fetch is our problem, never a failed generation charged to the miner. Heartbeats:
+    # a fetch whose completion was lost (worker or server killed) is retried in seconds.
     start_to_close_timeout=timedelta(minutes=2),
+    heartbeat_timeout=timedelta(seconds=10),
     schedule_to_close_timeout=timedelta(hours=2),
     retry_policy=BACKOFF,
 )
@@ -86,6 +88,7 @@ def gpu(task_queue: str) -> ActivityOptions:
     return ActivityOptions(
         task_queue=task_queue,
         start_to_close_timeout=timedelta(minutes=5),
+        heartbeat_timeout=timedelta(seconds=10),  # a lost completion is retried in seconds
         schedule_to_close_timeout=timedelta(hours=1),
         retry_policy=BACKOFF,
     )
