@@ -57,6 +57,7 @@ DYNAMIC_CONFIG: dict[str, str] = {
     # The stock dev server polls its transfer queue ~20 times a second, which adds 50-100 ms to
     # every signal/activity hop; measured here: a signal round trip drops from ~208 ms to ~20 ms.
     "history.transferProcessorMaxPollRPS": "1000",
+    "system.enableActivityEagerExecution": "true",
 }
 """Dynamic config values passed to every embedded/test dev server."""
 

@@ -1,6 +1,7 @@
 """Operator CLI: run the embedded Temporal server, start/watch audits, compute verdicts.
 
     python starter.py server                                   # embedded Temporal + Web UI
+    python starter.py run                                      # start (or attach to) the round loop
     python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
     python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
@@ -35,8 +36,9 @@ from activities.competition_repo import (
 from embedded_temporal import UI_ADDRESS, connect, ensure_server
 from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult
 from models.competition import GenerationAudit
-from models.constants import TASK_QUEUE, audit_workflow_id
+from models.constants import ROUND_WORKFLOW_ID, TASK_QUEUE, audit_workflow_id
 from models.errors import CompetitionFileError
+from models.rounds import RoundInput, RoundPolicy, RoundStatus
 from models.settings import Settings, SettingsError, load_settings
 from workflows.policy import verdict
 
@@ -176,6 +178,64 @@ async def run_audit_command(
     return 0
 
 
+# --- the round loop -----------------------------------------------------------------------------
+
+
+async def start_round_loop(
+    client: Client,
+    *,
+    task_queue: str = TASK_QUEUE,
+    workflow_id: str = ROUND_WORKFLOW_ID,
+    policy: RoundPolicy | None = None,
+    audit_policy: AuditPolicy | None = None,
+) -> WorkflowHandle[object, None]:
+    """Start RoundWorkflow (`competition`), or attach to the one already running."""
+    handle: WorkflowHandle[object, None] = await client.start_workflow(
+        "RoundWorkflow",
+        RoundInput(policy=policy, audit_policy=audit_policy),
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary="the competition loop: builds, leader outputs, audits, round after round",
+    )
+    return handle
+
+
+def describe_round(status: RoundStatus) -> str:
+    """One status line of the round loop."""
+    line = f"round {status.round} stage {status.stage}: {status.phase}"
+    if status.running:
+        line += f"; running {', '.join(status.running)}"
+    if status.waiting:
+        line += f"; waiting for builds/slots: {', '.join(status.waiting)}"
+    return line
+
+
+async def run_round_command(settings: Settings, watch: bool) -> int:
+    """`starter.py run`."""
+    server = await ensure_server(settings)
+    if server is not None:
+        print(f"started the embedded Temporal server at {settings.temporal_address}")
+    client = await connect(settings)
+    handle = await start_round_loop(client, task_queue=settings.task_queue)
+    print(
+        f"round loop {handle.id} (run {handle.result_run_id}) on task queue {settings.task_queue}"
+    )
+    print(f"history: {history_url(settings.temporal_namespace, handle.id)}")
+    if not watch:
+        return 0
+    last = ""
+    while True:  # until Ctrl-C: the loop itself runs forever
+        try:
+            line = describe_round(await handle.query("status", result_type=RoundStatus))
+        except Exception as e:  # no worker yet: the query waits for one
+            line = f"no answer yet ({e}); is `python worker.py` running?"
+        if line != last:
+            print(line)
+            last = line
+        await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+
 # --- preview ------------------------------------------------------------------------------------
 
 
@@ -210,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("server", help="run the embedded Temporal dev server in the foreground")
+    run = sub.add_parser(
+        "run", help="start (or attach to) the round loop that runs every round by itself"
+    )
+    run.add_argument("--watch", action="store_true", help="print its status until Ctrl-C")
     audit = sub.add_parser("audit", help="start (or attach to) an audit and print its verdict")
     audit.add_argument("--round", type=int, required=True)
     audit.add_argument("--hotkey", required=True)
@@ -258,6 +322,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             print(describe_thresholds(policy), file=sys.stderr)
             stdout.write(json.dumps(audit.model_dump(mode="json"), indent=2) + "\n")
             return 0
+        if args.command == "run":
+            return asyncio.run(run_round_command(settings, watch=args.watch))
         return asyncio.run(
             run_audit_command(
                 settings, args.round, args.hotkey, wait=not args.no_wait, resume=not args.no_resume

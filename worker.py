@@ -24,10 +24,12 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
+from activities import workflow_status
 from activities.artifacts import ArtifactStore
 from activities.competition_repo import CompetitionRepo, CompetitionRepoActivities
 from activities.config import ConfigActivities
 from activities.generation import GenerationActivities
+from activities.github import GitHubActivities
 from activities.pods import PodActivities
 from embedded_temporal import connect
 from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
@@ -80,7 +82,7 @@ async def running_workers(
             )
             policy = settings.audit_policy().model_copy(update={"gpu_task_queue": gpu_task_queue})
             activities: list[Callable[..., Any]] = [
-                *ConfigActivities(policy).activities(),
+                *ConfigActivities(policy, settings.round_policy()).activities(),
                 *CompetitionRepoActivities(repo).activities(),
                 *PodActivities(
                     providers,
@@ -90,7 +92,13 @@ async def running_workers(
                 *GenerationActivities(
                     store, http, {name: p.auth_headers() for name, p in providers.items()}
                 ).activities(),
+                *workflow_status.activities(),
             ]
+            if settings.github_repo is not None:
+                token = settings.github_token.get_secret_value() if settings.github_token else None
+                activities += GitHubActivities(
+                    http, settings.github_api_url, settings.github_repo, token
+                ).activities()
             workers.append(
                 Worker(
                     client,

@@ -43,8 +43,10 @@ from models.competition import (
     CompetitionPaths,
     GenerationEntry,
     GenerationsFile,
+    LeaderFile,
     RoundFiles,
     SeedFile,
+    StateFile,
     parse_builds,
     parse_competition_file,
     parse_prompts,
@@ -56,6 +58,13 @@ from models.errors import (
     ErrorType,
     UnknownHotkeyError,
     UnknownRoundError,
+)
+from models.rounds import (
+    LEADER_HOTKEY,
+    LeaderFiles,
+    ReadLeaderFilesInput,
+    ReadRoundSnapshotInput,
+    RoundSnapshot,
 )
 
 logger = logging.getLogger(__name__)
@@ -562,6 +571,17 @@ def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) 
     )
 
 
+def _decided(path: str, text: str) -> list[str]:
+    """Hotkeys of generation_audits.json whose outcome is not `pending` (upstream's "already
+    handled" set; read leniently so an outcome we do not model never stops the round)."""
+    data = parse_json_object(path, text)
+    return sorted(
+        hotkey
+        for hotkey, entry in data.items()
+        if isinstance(entry, dict) and entry.get("outcome") not in (None, "pending")
+    )
+
+
 def load_generated(
     source: CompetitionSource, round_number: int, hotkey: str
 ) -> dict[str, GenerationEntry]:
@@ -607,7 +627,13 @@ class CompetitionRepoActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
-        return [self.read_round_files, self.read_generated, self.write_files]
+        return [
+            self.read_round_files,
+            self.read_generated,
+            self.read_round_snapshot,
+            self.read_leader_files,
+            self.write_files,
+        ]
 
     @activity.defn(name="read_round_files")
     async def read_round_files(self, input: ReadRoundFilesInput) -> RoundFiles:
@@ -643,6 +669,102 @@ class CompetitionRepoActivities:
             async with heartbeating(WRITE_HEARTBEAT_SECONDS):
                 commit = await asyncio.to_thread(self._repo.write, input.message, list(input.files))
         return WriteFilesResult(commit=commit)
+
+    @activity.defn(name="read_round_snapshot")
+    async def read_round_snapshot(self, input: ReadRoundSnapshotInput) -> RoundSnapshot:
+        """What the round loop needs, from one snapshot of the branch head: state.json, and for
+        the round (`input.round`, else state.json's) its submissions, require_audit.json hotkeys,
+        the hotkeys with a verdict, builds.json, prompt count and the leader's image.
+
+        Idempotent: a pure read. Permanent error: CompetitionFileInvalid (state.json missing or
+        malformed names the file). Other miners' malformed entries are skipped with a warning.
+        """
+        with _application_errors():
+            return await asyncio.to_thread(self._read_round_snapshot, input)
+
+    @activity.defn(name="read_leader_files")
+    async def read_leader_files(self, input: ReadLeaderFilesInput) -> LeaderFiles:
+        """The leader run's inputs at the branch head: seed, prompts, the last leader.json
+        entry's image and `rounds/{n}/leader/generated.json` (it resumes from it).
+
+        Permanent errors: UnknownRound; CompetitionFileInvalid, also for a missing or empty
+        leader.json (upstream: "Leader docker image not found").
+        """
+        with _application_errors():
+            return await asyncio.to_thread(self._read_leader_files, input.round)
+
+    def _read_leader_files(self, n: int) -> LeaderFiles:
+        source = self._repo.at_head()
+        seed_path = CompetitionPaths.seed(n)
+        seed_text = source.read_text(seed_path)
+        if seed_text is None:
+            raise UnknownRoundError(n, seed_path)
+        leader_text = source.read_text(CompetitionPaths.LEADER)
+        leader = (
+            None
+            if leader_text is None
+            else parse_competition_file(LeaderFile, CompetitionPaths.LEADER, leader_text).latest()
+        )
+        if leader is None:
+            raise CompetitionFileError(
+                CompetitionPaths.LEADER,
+                "Leader docker image not found: the file is missing or an empty list, so there "
+                "is no leader to generate the round's baseline with",
+            )
+        prompts_path = CompetitionPaths.prompts(n)
+        files = RoundFiles(
+            round=n,
+            hotkey=LEADER_HOTKEY,
+            seed=parse_competition_file(SeedFile, seed_path, seed_text).seed,
+            prompts=parse_prompts(prompts_path, source.read_text(prompts_path)).root,
+            submitted={},
+            critical_prompts=[],
+            generated=load_generated(source, n, LEADER_HOTKEY),
+        )
+        return LeaderFiles(files=files, image=leader.docker)
+
+    def _read_round_snapshot(self, input: ReadRoundSnapshotInput) -> RoundSnapshot:
+        source = self._repo.at_head()
+        state = parse_competition_file(
+            StateFile, CompetitionPaths.STATE, source.read_text(CompetitionPaths.STATE)
+        )
+        n = state.current_round if input.round is None else input.round
+        leader_text = source.read_text(CompetitionPaths.LEADER)
+        leader = (
+            None
+            if leader_text is None
+            else parse_competition_file(LeaderFile, CompetitionPaths.LEADER, leader_text).latest()
+        )
+        snapshot = RoundSnapshot(state=state, leader_image=leader.docker if leader else None)
+        if source.read_text(CompetitionPaths.seed(n)) is None:
+            return snapshot  # the round does not exist (yet)
+        submissions_path = CompetitionPaths.submissions(n)
+        submissions_text = source.read_text(submissions_path)
+        require_path = CompetitionPaths.require_audit(n)
+        require_text = source.read_text(require_path)
+        builds_path = CompetitionPaths.builds(n)
+        builds_text = source.read_text(builds_path)
+        audits_path = CompetitionPaths.generation_audits(n)
+        audits_text = source.read_text(audits_path)
+        prompts_path = CompetitionPaths.prompts(n)
+        prompts_text = source.read_text(prompts_path)
+        return snapshot.model_copy(
+            update={
+                "submissions": {}
+                if submissions_text is None
+                else parse_submissions(submissions_path, submissions_text, None, _skipped).root,
+                "required": []
+                if require_text is None
+                else parse_require_audit(require_path, require_text, None, _skipped).hotkeys(),
+                "builds": {}
+                if builds_text is None
+                else parse_builds(builds_path, builds_text, None, _skipped).root,
+                "audited": [] if audits_text is None else _decided(audits_path, audits_text),
+                "prompt_count": 0
+                if prompts_text is None
+                else len(parse_prompts(prompts_path, prompts_text).root),
+            }
+        )
 
     def _read_round_files(self, input: ReadRoundFilesInput) -> RoundFiles:
         source = self._repo.at_head()

@@ -211,9 +211,8 @@ class GenerationActivities:
                 Retryable (no type): the prompt server is down or answers 5xx/429.
         """
         key = json.dumps([input.audit_id, input.assignment_id])
-        done = await asyncio.to_thread(
-            self._store.get_record, _RECORD_GENERATE, key, GenerateResult
-        )
+        # One thread hop for both lookups: this runs while the pod's GPU waits for the request.
+        done, prompt = await asyncio.to_thread(self._prepared, key, input)
         if done is not None:
             activity.logger.info("generate %s already done, not calling the miner", key)
             return done
@@ -221,8 +220,9 @@ class GenerationActivities:
         try:
             # Heartbeat through all of it: a large GLB takes a while to validate and store too.
             async with heartbeating(self._heartbeat_interval):
-                record = await self._prompt_record(input.round, input.prompt_url)
-                prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
+                if prompt is None:  # not cached yet (prefetch normally did it)
+                    record = await self._prompt_record(input.round, input.prompt_url)
+                    prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
                 body, generation_time = await self._call_miner(input, prompt)
                 if input.download_timeout is None:
                     # v1 only. v2 stores any 2xx body as the GLB, as upstream does: the render step
@@ -239,6 +239,19 @@ class GenerationActivities:
             "generated %s: %d bytes in %.2fs", key, result.size, result.generation_time
         )
         return result
+
+    def _prepared(
+        self, key: str, input: GenerateInput
+    ) -> tuple[GenerateResult | None, bytes | None]:
+        """(the recorded result of an earlier run, None) or (None, the cached prompt bytes or
+        None when the prompt is not cached yet)."""
+        done = self._store.get_record(_RECORD_GENERATE, key, GenerateResult)
+        if done is not None:
+            return done, None
+        cached = self._store.get_record(
+            _RECORD_PROMPT, _prompt_key(input.round, input.prompt_url), ArtifactResult
+        )
+        return None, self._store.read_bytes(cached.uri) if cached is not None else None
 
     async def _settle_notice(self, assignment_id: str) -> None:
         """Give the `gpu_free` signal a moment; never let it hold up the result (it is only a
@@ -371,7 +384,7 @@ class GenerationActivities:
 
     async def _prompt_record(self, round_number: int, url: str) -> ArtifactResult:
         """The stored prompt image, downloaded once per (round, URL) and cached in the store."""
-        key = json.dumps([round_number, url])
+        key = _prompt_key(round_number, url)
         cached = await asyncio.to_thread(
             self._store.get_record, _RECORD_PROMPT, key, ArtifactResult
         )
@@ -503,6 +516,11 @@ async def _tell_gpu_free(assignment_id: str) -> None:
         await handle.signal(GPU_FREE_SIGNAL, assignment_id)
     except Exception as exc:  # no client (unit tests), workflow gone, server busy: harmless
         activity.logger.debug("gpu_free not signalled for %s: %s", assignment_id, exc)
+
+
+def _prompt_key(round_number: int, url: str) -> str:
+    """The store record key of a cached prompt image."""
+    return json.dumps([round_number, url])
 
 
 def _model_failure(message: str, error_type: ErrorType) -> ApplicationError:

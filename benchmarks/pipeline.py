@@ -13,14 +13,18 @@ before it takes its next prompt; 4: upstream's loops sharing one GPU slot) and p
 - ideal: ceil(prompts / pods) x generation time (every pod generating back to back);
 - ratio span / ideal, and the per-prompt orchestration cost on a pod's critical path,
   (span - ideal) x pods / prompts;
-- where that cost goes, from the pods' histories: the start (first pod ready -> its first
-  generate started), the mean GPU gap between one generate's completion and the next one's
-  start on the same pod, and the tail (last generate completed -> last result: the last
-  prompt's render and scoring, which nothing can overlap);
+- where that cost goes: the start (first pod ready -> its first generate started, from the
+  pods' histories), the GPU gap (from the miners' own call log: the mean time a miner sat idle
+  between answering one request and receiving the next; this is the hand-over of the GPU slot,
+  ~50 ms: `gpu_free` signal -> pod workflow task -> next `generate` dispatched -> request sent
+  and parsed), and the tail (last generate completed -> last result: the last prompt's render
+  and scoring, which nothing can overlap);
 - the miner's own mean generation time as the audit measured it (request sent -> headers),
   which includes HTTP and the miner's server on this loaded machine, not only its 3 s sleep;
 - the parent's history events per prompt (it must stay bounded: signals, not activities).
 
+Render and scoring run in their own `worker.py --queues gpu` process at nice 10 (production runs
+them on a GPU host; `--gpu-worker inline` runs them in the orchestrator worker's process).
 It asserts nothing; compare the rows of one run (the machine's cores are shared by the server,
 the workers, the miners and the renderer).
 """
@@ -29,18 +33,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import contextlib
 import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHistory
 
 from benchmarks.long_audit import start_dev_server
@@ -48,12 +57,13 @@ from demo.competition import DemoMiner, publish_round
 from demo.static_server import StaticServer
 from demo.tiny_model import build_tiny_dinov3
 from models.audit import AuditResult
-from models.constants import pod_child_id
+from models.constants import GPU_TASK_QUEUE, TASK_QUEUE, pod_child_id
 from models.settings import Settings, load_settings
 from starter import start_audit
 from worker import running_workers
 
 HOTKEY = "5PipelineBench"
+GPU_WORKER_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -97,11 +107,12 @@ def bench_settings(root: Path, address: str, pods: int, loops: int) -> Settings:
         "MAX_POD_ATTEMPTS": str(max(pods, 6)),
         "MAX_PROMPT_ATTEMPTS": "1",
         "POD_START_DELAY": "0",
-        "CHECK_POD_INTERVAL": "0.2",
+        "CHECK_POD_INTERVAL": "0.05",
         "MAX_CONCURRENT_PROMPTS_PER_POD": str(loops),
         "GENERATION_TIMEOUT": "60",
         "GENERATION_MEDIAN_LIMIT": "60",
         "ACCEPTABLE_DISTANCE": "0.005",
+        "LOCAL_MINER_CALL_LOG": str(root / f"calls-{loops}.jsonl"),
     }
     for name, value in values.items():
         os.environ[name] = value
@@ -143,6 +154,63 @@ def signal_times(history: WorkflowHistory, name: str) -> list[float]:
     return times
 
 
+@contextlib.contextmanager
+def gpu_worker_process(gpu_queue: str, log: Path) -> Iterator[None]:
+    """`worker.py --queues gpu` in its own process at a lower CPU priority, as production runs
+    render and scoring on their own host: here it shares the cores, but neither the GIL nor the
+    scheduler's first pick with the pipeline."""
+    env = {**os.environ, "GPU_TASK_QUEUE": gpu_queue}
+    command = [sys.executable, "worker.py", "--queues", GPU_TASK_QUEUE]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.nice(GPU_WORKER_NICE),
+        )
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_for_pollers(client: Client, task_queue: str, limit_s: float = 120.0) -> None:
+    """Until a worker polls `task_queue` for activities (the GPU worker has loaded its model)."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+    )
+    deadline = time.monotonic() + limit_s
+    while not (await client.workflow_service.describe_task_queue(request)).pollers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no worker polls {task_queue} after {limit_s:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+def miner_idle_gaps(call_log: Path) -> list[float]:
+    """Seconds each miner sat idle between answering one request and receiving the next (its
+    own call log: `ok`/`failed` when it answers, `received` when the next request has arrived)."""
+    by_miner: dict[int, list[dict[str, Any]]] = {}
+    for line in call_log.read_text().splitlines():
+        call = json.loads(line)
+        by_miner.setdefault(call["port"], []).append(call)
+    gaps = []
+    for calls in by_miner.values():
+        answered: float | None = None
+        for call in sorted(calls, key=lambda c: c["at"]):
+            if call["status"] == "received" and answered is not None:
+                gaps.append(call["at"] - answered)
+            answered = call["at"] if call["status"] in ("ok", "failed") else None
+    return gaps
+
+
 async def measure(
     client: Client, root: Path, www: StaticServer, round_number: int, args: argparse.Namespace
 ) -> Row:
@@ -157,8 +225,18 @@ async def measure(
         root / "competition.git", root / "www", www.base_url, round_number, [miner], args.prompts
     )
     queue = f"bench-{loops}-{time.monotonic_ns()}"
-    async with running_workers(client, settings, task_queue=queue, gpu_task_queue=f"{queue}-gpu"):
-        policy = settings.audit_policy().model_copy(update={"gpu_task_queue": f"{queue}-gpu"})
+    gpu_queue = f"{queue}-gpu"
+    async with contextlib.AsyncExitStack() as stack:
+        queues: tuple[str, ...] = (TASK_QUEUE, GPU_TASK_QUEUE)
+        if args.gpu_worker == "process":
+            queues = (TASK_QUEUE,)
+            stack.enter_context(gpu_worker_process(gpu_queue, root / f"gpu-worker-{loops}.log"))
+        await stack.enter_async_context(
+            running_workers(client, settings, queues, task_queue=queue, gpu_task_queue=gpu_queue)
+        )
+        if args.gpu_worker == "process":
+            await wait_for_pollers(client, gpu_queue)
+        policy = settings.audit_policy().model_copy(update={"gpu_task_queue": gpu_queue})
         handle = await start_audit(client, round_number, HOTKEY, task_queue=queue, policy=policy)
         result: AuditResult = await handle.result()
     history = await handle.fetch_history()
@@ -169,7 +247,7 @@ async def measure(
     for index in range(result.pods_started):
         pod = client.get_workflow_handle(pod_child_id(handle.id, index))
         generates.append(activity_spans(await pod.fetch_history(), "generate", answers))
-    gaps = [b[0] - a[1] for spans in generates for a, b in itertools.pairwise(spans)]
+    idle = miner_idle_gaps(root / f"calls-{loops}.jsonl")
     return Row(
         loops=loops,
         span=max(results) - min(ready),
@@ -179,7 +257,7 @@ async def measure(
         parent_events=len(history.events),
         outcome=result.audit.outcome.value,
         start=min(spans[0][0] for spans in generates if spans) - min(ready),
-        gap=statistics.mean(gaps) if gaps else 0.0,
+        gap=statistics.mean(idle) if idle else 0.0,
         tail=max(results) - max(spans[-1][1] for spans in generates if spans),
         miner=statistics.mean(float(a["generation_time"]) for a in answers),
     )
@@ -192,6 +270,13 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pods", type=int, default=2)
     parser.add_argument("--generation", type=float, default=3.0, help="seconds per generation")
     parser.add_argument("--loops", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--gpu-worker",
+        choices=["process", "inline"],
+        default="process",
+        help="render + score in their own worker process (production's layout, default) or in "
+        "the orchestrator worker's process",
+    )
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:

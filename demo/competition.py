@@ -87,9 +87,16 @@ def publish_round(
     miners: list[DemoMiner],
     n_prompts: int,
     seed: int = 3035696319,
+    *,
+    stage: str = "open",
+    builds_json: bool = True,
+    require_audit_json: bool = True,
+    leader_image: str | None = None,
 ) -> list[str]:
     """Write round `round_number` (prompts, submissions, builds, submitted outputs) and push it.
 
+    A whole-round run (the demo) sets `stage` to a generating one and leaves builds.json to the
+    build tracker and require_audit.json to `require_audits`; `leader_image` adds a leader.json.
     Returns the stems of the round's prompts.
     """
     ensure_bare_repo(bare)
@@ -108,7 +115,7 @@ def publish_round(
 
     files: dict[str, str] = {
         CompetitionPaths.STATE: _dump(
-            {"current_round": round_number, "stage": "open", "next_stage_eta": None}
+            {"current_round": round_number, "stage": stage, "next_stage_eta": None}
         ),
         CompetitionPaths.CONFIG: _dump({"name": "demo", "prompts_per_round": n_prompts}),
         CompetitionPaths.seed(round_number): _dump({"seed": seed}),
@@ -118,14 +125,14 @@ def publish_round(
     builds: dict[str, object] = {}
     require_audit: list[object] = []
     for miner in miners:
-        commit = hashlib.sha1(miner.hotkey.encode()).hexdigest()  # noqa: S324 - a fake commit id
-        tag = f"{commit[:7]}-demo-{round_number}"
+        commit = miner_commit(miner)
+        tag = f"{commit[:7]}-{round_tag(round_number)}"
         submissions[miner.hotkey] = {
             "repo": f"demo/{miner.label}",
             "commit": commit,
             "cdn_url": f"{base_url}/rounds/{round_number}/{miner.hotkey}",
             "revealed_at_block": 1000 + round_number,
-            "round": f"demo-{round_number}",
+            "round": round_tag(round_number),
         }
         ok = miner.image is not None
         builds[miner.hotkey] = {
@@ -156,10 +163,62 @@ def publish_round(
             }
         files[CompetitionPaths.submitted(round_number, miner.hotkey)] = _dump(submitted)
     files[CompetitionPaths.submissions(round_number)] = _dump(submissions)
-    files[CompetitionPaths.builds(round_number)] = _dump(builds)
-    files[CompetitionPaths.require_audit(round_number)] = _dump(require_audit)
+    if builds_json:
+        files[CompetitionPaths.builds(round_number)] = _dump(builds)
+    if require_audit_json:
+        files[CompetitionPaths.require_audit(round_number)] = _dump(require_audit)
+    if leader_image is not None:
+        leader = {
+            "hotkey": "5DemoLeader",
+            "repo": "demo/leader",
+            "commit": "0" * 40,
+            "docker": leader_image,
+            "weight": 1.0,
+            "effective_block": 1000 + round_number,
+        }
+        files[CompetitionPaths.LEADER] = _dump([leader])
     _commit_and_push(bare, files, f"Open demo round {round_number}")
     return stems
+
+
+def miner_commit(miner: DemoMiner) -> str:
+    """The (fake) commit a demo miner submitted."""
+    return hashlib.sha1(miner.hotkey.encode()).hexdigest()  # noqa: S324 - a fake commit id
+
+
+def round_tag(round_number: int) -> str:
+    """submissions.json's `round` tag of a demo round."""
+    return f"demo-{round_number}"
+
+
+def require_audits(
+    bare: Path, round_number: int, miners: list[DemoMiner], stems: list[str]
+) -> None:
+    """Write require_audit.json (judge-service's part) for `miners`, replacing the file."""
+    entries = [{"hotkey": m.hotkey, "critical_prompts": stems[: m.critical]} for m in miners]
+    _commit_and_push(
+        bare,
+        {CompetitionPaths.require_audit(round_number): _dump(entries)},
+        f"Require audits for round {round_number}",
+    )
+
+
+def set_stage(bare: Path, round_number: int, stage: str) -> None:
+    """Move state.json to `stage` (the competition's own clock)."""
+    state = {"current_round": round_number, "stage": stage, "next_stage_eta": None}
+    _commit_and_push(bare, {CompetitionPaths.STATE: _dump(state)}, f"Stage {stage}")
+
+
+def read_json(bare: Path, path: str) -> object | None:
+    """A JSON file at the head of main in the bare repo; None when it does not exist."""
+    repo = git.Repo(bare)
+    try:
+        blob = repo.commit("main").tree / path
+    except KeyError:
+        return None
+    data: bytes = blob.data_stream.read()
+    value: object = json.loads(data)
+    return value
 
 
 def _commit_and_push(bare: Path, files: dict[str, str], message: str) -> None:

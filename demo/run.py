@@ -1,12 +1,21 @@
-"""The demo: audit five kinds of miner end to end on one machine, no GPU, no cloud account.
+"""The demo: a whole round on one machine, no GPU, no cloud account, no GitHub.
 
     python -m demo          (what `make demo` runs)
 
-Builds a round in a local bare git repo (.demo/competition.git) with prompt images served over
-loopback HTTP, starts the embedded Temporal server (unless one answers at TEMPORAL_ADDRESS) and
-the workers in this process, audits every miner at once through the `local` provider (the
-reference miner as a subprocess per pod), prints each verdict with its reasons, and leaves the
-Temporal server running so the histories can be read in the Web UI.
+Opens a new round in a local bare git repo (.demo/competition.git; prompt images and submitted
+outputs served over loopback HTTP) with five kinds of miner and a leader, starts its own
+Temporal server (data in .demo/temporal, port 7234, Web UI 8234: never the operator's) and the
+workers in this process, and starts the round loop (RoundWorkflow `competition`). Then, as in
+production:
+  - a fake GitHub Actions API (demo/fake_github.py) takes the builds from queued to in_progress
+    to success (one fails); BuildTrackingWorkflow writes each change to builds.json;
+  - LeaderGenerationWorkflow generates the leader's outputs for every prompt;
+  - "judge-service" (this script) requires audits of three miners, then of two more while the
+    round runs; the loop starts each audit once its build settled, at most
+    MAX_CONCURRENT_MINERS at once (the leader counts);
+  - every verdict lands in rounds/{n}/generation_audits.json; this script prints the ones this
+    run wrote, moves the round to `finalizing` (the loop leaves the round) and stops the loop.
+The Temporal server keeps running so the histories can be read in the Web UI.
 """
 
 from __future__ import annotations
@@ -19,18 +28,38 @@ import sys
 import time
 from pathlib import Path
 
-from demo.competition import DemoMiner, next_round, publish_round
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+
+from demo.competition import (
+    DemoMiner,
+    miner_commit,
+    next_round,
+    publish_round,
+    read_json,
+    require_audits,
+    round_tag,
+    set_stage,
+)
+from demo.fake_github import FakeGitHub
 from demo.static_server import StaticServer
 from demo.tiny_model import build_tiny_dinov3
-from embedded_temporal import UI_ADDRESS, connect, ensure_server
+from embedded_temporal import connect, ensure_server
 from models.audit import AuditResult, ProviderName
-from models.competition import AuditOutcome
+from models.competition import AuditOutcome, CompetitionPaths
+from models.constants import ROUND_WORKFLOW_ID, audit_workflow_id, leader_workflow_id
+from models.rounds import LeaderResult, RoundStatus
 from models.settings import Settings, load_settings
-from starter import history_url, start_audit, watch_audit
+from starter import describe_round, start_round_loop
 from worker import running_workers
+from workflows.policy.builds import build_tag, docker_image
 
 DEMO_ROOT = Path(".demo")
 N_PROMPTS = int(os.environ.get("DEMO_PROMPTS", "12"))
+DEMO_TEMPORAL_PORT = 7234
+DEMO_UI_PORT = 8234
+LEADER_IMAGE = "local/reference-miner?delay=0.2"
+FIRST_REQUIRED = 3  # judge-service requires these at once, the rest while the round runs
 
 MINERS = [
     DemoMiner(
@@ -73,8 +102,11 @@ def demo_settings(root: Path) -> Settings:
     if not (model_dir / "config.json").is_file():
         build_tiny_dinov3(model_dir)
     defaults: dict[str, object] = {
+        # Its own server and data: never the operator's .temporal/dev.db and its workflows.
+        "TEMPORAL_ADDRESS": f"localhost:{DEMO_TEMPORAL_PORT}",
         "GPU_PROVIDERS": "local",
         "COMPETITION_REPO": str((root / "competition.git").resolve()),
+        "GITHUB_REPO": "demo/competition",
         "WORK_DIR": str(root / "work"),
         "ARTIFACTS_DIR": str(root / "artifacts"),
         "LOCAL_PODS_DIR": str(root / "pods"),
@@ -97,10 +129,69 @@ def demo_settings(root: Path) -> Settings:
         "MAX_MISMATCHED_PROMPTS": "2",
         "MAX_MISMATCHED_CRITICAL_PROMPTS": "1",
         "POD_WARMUP_TIMEOUT": "60",
+        # The round loop, scaled down from minutes to seconds.
+        "CHECK_BUILD_INTERVAL": "1",
+        "CHECK_AUDIT_INTERVAL": "2",
+        "MIN_CHECK_STATE_INTERVAL": "1",
+        "MAX_CHECK_STATE_INTERVAL": "5",
+        "MINER_START_STAGGER": "0.5",
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, str(value))
     return load_settings()
+
+
+def local_images(settings: Settings, round_number: int) -> dict[str, str]:
+    """The docker image the build tracker will name for each demo miner -> the local miner it
+    stands for (LOCAL_IMAGES: the local provider "pulls" it)."""
+    images = {}
+    for miner in MINERS:
+        if miner.image is not None:
+            tag = build_tag(miner_commit(miner), round_tag(round_number))
+            images[docker_image(miner.hotkey, tag, settings.docker_image_format)] = miner.image
+    return images
+
+
+async def drive_builds(github: FakeGitHub, round_number: int) -> None:
+    """GitHub Actions' part: queued -> in_progress -> success (or failure), a little apart."""
+    run_id = github.add_run(f"Add submissions for round {round_number}", [m.hotkey for m in MINERS])
+    await asyncio.sleep(1.0)
+    for miner in MINERS:
+        github.set_job(run_id, miner.hotkey, "in_progress")
+    for miner in MINERS:
+        await asyncio.sleep(0.7)
+        conclusion = "success" if miner.image is not None else "failure"
+        github.set_job(run_id, miner.hotkey, "completed", conclusion)
+
+
+async def started_by_loop(
+    client: Client, workflow_id: str, limit_s: float
+) -> WorkflowHandle[object, object]:
+    """The handle of `workflow_id` once the round loop has started it (waits up to `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    handle: WorkflowHandle[object, object] = client.get_workflow_handle(workflow_id)
+    while True:
+        try:
+            await handle.describe()
+            return handle
+        except RPCError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the round loop did not start {workflow_id}") from None
+            await asyncio.sleep(0.5)
+
+
+async def watch_round(handle: WorkflowHandle[object, None], stop: asyncio.Event) -> None:
+    """Print the round loop's status as it changes."""
+    last = ""
+    while not stop.is_set():
+        try:
+            line = describe_round(await handle.query("status", result_type=RoundStatus))
+        except Exception:  # not answering yet
+            line = last
+        if line != last:
+            print(f"[{handle.id}] {line}")
+            last = line
+        await asyncio.sleep(1.0)
 
 
 def _print_verdict(miner: DemoMiner, result: AuditResult, url: str) -> None:
@@ -118,31 +209,88 @@ def _print_verdict(miner: DemoMiner, result: AuditResult, url: str) -> None:
 
 
 async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
-    """Build the round, run the audits, print verdicts."""
+    """Open a round, let the round loop run it, print what it wrote."""
     started = time.monotonic()
     if settings.gpu_providers != [ProviderName.LOCAL]:
         print("the demo runs on the local provider: unset GPU_PROVIDERS", file=sys.stderr)
         return 2
-    server = await ensure_server(settings)
+    server = await ensure_server(
+        settings, db_file=root / "temporal" / "dev.db", ui_port=DEMO_UI_PORT
+    )
+    ui = f"http://localhost:{DEMO_UI_PORT}/namespaces/{settings.temporal_namespace}/workflows"
     print(
-        f"Temporal: {'started the embedded server' if server else 'using the server'} at "
-        f"{settings.temporal_address}; Web UI {UI_ADDRESS}"
+        f"Temporal: {'started the demo server' if server else 'using the server'} at "
+        f"{settings.temporal_address}; Web UI {ui}"
     )
     client = await connect(settings)
-    results: dict[str, AuditResult] = {}
-    with StaticServer(root / "www") as www:
-        bare = Path(settings.competition_repo or "")
-        round_number = next_round(bare) if (bare / "HEAD").is_file() else 1
-        publish_round(bare, root / "www", www.base_url, round_number, MINERS, N_PROMPTS)
-        print(f"round {round_number}: {N_PROMPTS} prompts, {len(MINERS)} miners, repo {bare}")
+    bare = Path(settings.competition_repo or "")
+    round_number = next_round(bare) if (bare / "HEAD").is_file() else 1
+    with StaticServer(root / "www") as www, FakeGitHub(repo="demo/competition") as github:
+        os.environ["GITHUB_API_URL"] = github.api_url
+        os.environ["LOCAL_IMAGES"] = json.dumps(local_images(settings, round_number))
+        settings = load_settings()
+        stems = publish_round(
+            bare,
+            root / "www",
+            www.base_url,
+            round_number,
+            MINERS,
+            N_PROMPTS,
+            stage="miner_generation",
+            builds_json=False,
+            require_audit_json=False,
+            leader_image=LEADER_IMAGE,
+        )
+        print(
+            f"round {round_number}: {N_PROMPTS} prompts, {len(MINERS)} miners + the leader, "
+            f"repo {bare}"
+        )
         async with running_workers(client, settings):
-            handles = [await start_audit(client, round_number, m.hotkey) for m in MINERS]
-            outcomes = await asyncio.gather(*(watch_audit(h, print, interval=2.0) for h in handles))
-        results = {m.hotkey: r for m, r in zip(MINERS, outcomes, strict=True)}
-    print(f"\n=== verdicts (written to rounds/{round_number}/generation_audits.json) ===")
+            loop = await start_round_loop(client, task_queue=settings.task_queue)
+            stop = asyncio.Event()
+            watcher = asyncio.ensure_future(watch_round(loop, stop))
+            builds = asyncio.ensure_future(drive_builds(github, round_number))
+            require_audits(bare, round_number, MINERS[:FIRST_REQUIRED], stems)
+            await asyncio.sleep(3.0)
+            require_audits(bare, round_number, MINERS, stems)  # two more, mid-round
+            await loop.signal("wake")
+            leader = await started_by_loop(client, leader_workflow_id(round_number), 120)
+            handles = [
+                await started_by_loop(client, audit_workflow_id(round_number, m.hotkey), 300)
+                for m in MINERS
+            ]
+            results: dict[str, AuditResult] = {}
+            for miner, handle in zip(MINERS, handles, strict=True):
+                results[miner.hotkey] = await client.get_workflow_handle(
+                    handle.id, result_type=AuditResult
+                ).result()
+            leader_result = await client.get_workflow_handle(
+                leader.id, result_type=LeaderResult
+            ).result()
+            await builds
+            set_stage(bare, round_number, "finalizing")
+            await loop.signal("wake")
+            await asyncio.sleep(2.0)
+            stop.set()
+            await watcher
+            await loop.cancel()
+    written = read_json(bare, CompetitionPaths.generation_audits(round_number))
+    if not isinstance(written, dict) or set(written) != {m.hotkey for m in MINERS}:
+        print(f"generation_audits.json does not hold this run's verdicts: {written}")
+        return 1
+    builds_json = read_json(bare, CompetitionPaths.builds(round_number))
+    print(f"\n=== builds (rounds/{round_number}/builds.json, from the fake GitHub Actions) ===")
+    if isinstance(builds_json, dict):
+        for hotkey, build in builds_json.items():
+            print(f"{hotkey:>20}  {build['status']:10} {build['docker_image']}")
+    print(
+        f"\n=== leader (rounds/{round_number}/leader/generated.json) ===\n"
+        f"{leader_result.generated}/{leader_result.prompts} prompts generated with "
+        f"{leader_result.image} on {leader_result.pods_started} pods"
+    )
+    print(f"\n=== verdicts this run wrote (rounds/{round_number}/generation_audits.json) ===")
     for miner, handle in zip(MINERS, handles, strict=True):
-        url = history_url(settings.temporal_namespace, handle.id)
-        _print_verdict(miner, results[miner.hotkey], url)
+        _print_verdict(miner, results[miner.hotkey], f"{ui}/{handle.id}")
     summary = {m.label: results[m.hotkey].audit.outcome.value for m in MINERS}
     print(f"\nsummary: {json.dumps(summary)}")
     print(f"demo finished in {time.monotonic() - started:.0f}s")
@@ -151,10 +299,10 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
         for m in MINERS
         if m.expect is not None and results[m.hotkey].audit.outcome is not m.expect
     ]
-    print(f"Web UI: {UI_ADDRESS}/namespaces/{settings.temporal_namespace}/workflows")
+    print(f"Web UI: {ui} (the round loop: {ui}/{ROUND_WORKFLOW_ID})")
     if server is not None:
         print(
-            "The embedded Temporal server keeps running so you can read the histories; "
+            "The demo's Temporal server keeps running so you can read the histories; "
             f"stop it with: kill $(cat {server.pid_file})"
         )
     if wrong:

@@ -4,10 +4,11 @@ Owns request handling, readiness gating, failure injection, the one-at-a-time lo
 log. The "model" itself lives in `miner.mesh`. Run it with `python -m miner --port P`.
 
 Call log (`--call-log`): one JSON object per line, `{"pid", "port", "seed", "image_sha256",
-"variant", "status"}`, appended with a single `write` on an `O_APPEND` descriptor (so lines from
-many pods never interleave) and closed at once. A well-formed `/generate` request writes a
-`received` line as soon as it arrives, then `ok` or `failed` when answered; a malformed one writes
-one `bad_request` line. Count `received` lines: they survive the pod being killed mid-request.
+"variant", "status", "at"}` (`at`: epoch seconds), appended with a single `write` on an `O_APPEND`
+descriptor (so lines from many pods never interleave) and closed at once. A well-formed
+`/generate` request writes a `received` line as soon as it arrives, then `ok` or `failed` when
+answered; a malformed one writes one `bad_request` line. Count `received` lines: they survive
+the pod being killed mid-request.
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ class MinerServer:
             "image_sha256": prompt.image_sha256 if prompt else None,
             "variant": self.config.variant,
             "status": str(status),
+            "at": time.time(),
         }
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
         await asyncio.to_thread(_append, path, data)

@@ -58,11 +58,12 @@ class LeaderEntry(_Entry):
 
 
 class LeaderFile(RootModel[list[LeaderEntry]]):
-    """`leader.json`: the current leader is the entry with the highest effective_block."""
+    """`leader.json`: an append-only list of leader transitions."""
 
-    def current(self) -> LeaderEntry | None:
-        """The entry with the highest `effective_block`, or None for an empty file."""
-        return max(self.root, key=lambda e: e.effective_block, default=None)
+    def latest(self) -> LeaderEntry | None:
+        """The last entry (upstream's get_latest: its docker image is the leader run's), or None
+        for an empty file."""
+        return self.root[-1] if self.root else None
 
 
 class SeedFile(_Entry):

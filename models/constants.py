@@ -29,6 +29,20 @@ def audit_workflow_id(round_number: int, hotkey: str) -> str:
     return f"{AUDIT_WORKFLOW_ID_PREFIX}-{round_number}-{hotkey}"
 
 
+ROUND_WORKFLOW_ID = "competition"
+"""The one long-lived RoundWorkflow (`python starter.py run` attaches to it)."""
+
+
+def build_tracking_id(round_number: int) -> str:
+    """BuildTrackingWorkflow of a round."""
+    return f"builds-{round_number}"
+
+
+def leader_workflow_id(round_number: int) -> str:
+    """LeaderGenerationWorkflow of a round."""
+    return f"leader-{round_number}"
+
+
 def pod_workflow_id(audit_id: str, slot: int, attempt: int) -> str:
     """Child id of a pod slot's attempt; derived, so a retried start finds its own child."""
     return f"{audit_id}-pod-{slot}-{attempt}"

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.audit import AuditPolicy, EarlyExit, ProviderName
 from models.constants import DEFAULT_DINOV3_MODEL, GPU_TASK_QUEUE, TASK_QUEUE
+from models.rounds import RoundPolicy
 
 
 class SettingsError(ValueError):
@@ -53,8 +54,17 @@ class Settings(BaseSettings):
     verda_base_url: str = Field("https://api.verda.com", alias="VERDA_BASE_URL")
     verda_generation_token: SecretStr | None = Field(None, alias="VERDA_GENERATION_TOKEN")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
+    github_repo: str | None = Field(
+        None, pattern=r"^[\w.-]+/[\w.-]+$", alias="GITHUB_REPO", description="owner/name"
+    )
+    github_api_url: str = Field("https://api.github.com", alias="GITHUB_API_URL")
     local_pods_dir: Path = Field(Path(".work/local-pods"), alias="LOCAL_PODS_DIR")
     local_miner_call_log: Path | None = Field(None, alias="LOCAL_MINER_CALL_LOG")
+    local_images: dict[str, str] = Field(
+        default_factory=dict,
+        alias="LOCAL_IMAGES",
+        description="JSON: docker image -> local/reference-miner?... it stands for",
+    )
 
     # Audit policy (upstream defaults)
     pods_per_miner: int = Field(4, ge=1, alias="PODS_PER_MINER")
@@ -73,6 +83,17 @@ class Settings(BaseSettings):
     build_timeout_seconds: float = Field(10800.0, gt=0, alias="BUILD_TIMEOUT")
     check_build_interval_seconds: float = Field(120.0, gt=0, alias="CHECK_BUILD_INTERVAL")
     check_audit_interval_seconds: float = Field(120.0, gt=0, alias="CHECK_AUDIT_INTERVAL")
+    min_check_state_interval_seconds: float = Field(120.0, gt=0, alias="MIN_CHECK_STATE_INTERVAL")
+    max_check_state_interval_seconds: float = Field(1800.0, gt=0, alias="MAX_CHECK_STATE_INTERVAL")
+    miner_start_stagger_seconds: float = Field(5.0, ge=0, alias="MINER_START_STAGGER")
+    build_commit_message: str = Field(
+        "submissions for round {current_round}", min_length=1, alias="BUILD_COMMIT_MESSAGE"
+    )
+    docker_image_format: str = Field(
+        "europe-west3-docker.pkg.dev/gen-456515/active-competition/{hotkey10}:{tag}",
+        alias="DOCKER_IMAGE_FORMAT",
+    )
+    generate_leader: bool = Field(True, alias="GENERATE_LEADER")
     generation_port: int = Field(10006, ge=1, le=65535, alias="GENERATION_PORT")
     pod_warmup_timeout_seconds: float = Field(3600.0, gt=0, alias="POD_WARMUP_TIMEOUT")
     pod_visibility_timeout_seconds: float = Field(1800.0, gt=0, alias="POD_VISIBILITY_TIMEOUT")
@@ -114,12 +135,30 @@ class Settings(BaseSettings):
                 f"MAX_PROMPT_ATTEMPTS ({self.max_prompt_attempts}) must be <= PODS_PER_MINER "
                 f"({self.pods_per_miner}): a pod never retakes a prompt it tried"
             )
+        if self.min_check_state_interval_seconds > self.max_check_state_interval_seconds:
+            raise ValueError("MIN_CHECK_STATE_INTERVAL must be <= MAX_CHECK_STATE_INTERVAL")
         if self.pods_per_miner > self.max_pod_attempts:
             raise ValueError(
                 f"PODS_PER_MINER ({self.pods_per_miner}) must be <= MAX_POD_ATTEMPTS "
                 f"({self.max_pod_attempts})"
             )
         return self
+
+    def round_policy(self) -> RoundPolicy:
+        """What the round loop runs with (recorded in its history)."""
+        return RoundPolicy(
+            check_audit_interval_seconds=self.check_audit_interval_seconds,
+            min_check_state_interval_seconds=self.min_check_state_interval_seconds,
+            max_check_state_interval_seconds=self.max_check_state_interval_seconds,
+            max_concurrent_miners=self.max_concurrent_miners,
+            miner_start_stagger_seconds=self.miner_start_stagger_seconds,
+            check_build_interval_seconds=self.check_build_interval_seconds,
+            build_timeout_seconds=self.build_timeout_seconds,
+            build_commit_message=self.build_commit_message,
+            docker_image_format=self.docker_image_format,
+            track_builds=self.github_repo is not None,
+            generate_leader=self.generate_leader,
+        )
 
     def audit_policy(self) -> AuditPolicy:
         """The decision thresholds an audit runs with (recorded in its history)."""

@@ -174,6 +174,7 @@ class LocalProvider:
         call_log: Path | None = None,
         host: str = "127.0.0.1",
         env: PodEnv | None = None,
+        images: dict[str, str] | None = None,
     ) -> None:
         """Create a provider over `state_dir` (created if missing).
 
@@ -183,15 +184,18 @@ class LocalProvider:
             host: Loopback address the miners bind.
             env: Pod environment (`providers.base.pod_env`), set in every miner process's
                 environment; HF_TOKEN inherited from the worker is dropped unless it is here.
+            images: LOCAL_IMAGES: docker image name -> `local/reference-miner?...` it stands for
+                (the demo "pulls" the images its build tracker names this way).
         """
         self._state_dir = state_dir
         self._call_log = call_log
         self._host = host
         self._env = dict(env or {})
+        self._images = dict(images or {})
 
     async def deploy(self, name: str, image: str) -> ContainerInfo:
         """Start a miner for `name`, or return the live one already registered under it."""
-        options = parse_image(image)
+        options = parse_image(self._images.get(image, image))
         return await asyncio.to_thread(self._deploy_sync, name, image, options)
 
     async def get(self, name: str) -> ContainerInfo:

@@ -76,6 +76,7 @@ def _local(settings: Settings) -> GpuProvider:
         settings.local_pods_dir,
         call_log=settings.local_miner_call_log,
         env=pod_env(settings.hf_token),
+        images=settings.local_images,
     )
 
 

@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         WriteFilesResult,
     )
     from models.competition import (
+        BuildEntry,
         CompetitionPaths,
         GenerationAudit,
         GenerationEntry,
@@ -78,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         upstream_pod_name,
     )
     from models.errors import ErrorType
+    from models.rounds import BuildSettled, LeaderResult
     from workflows import options
     from workflows.failures import failure
     from workflows.legacy.audit_v1 import AuditV1
@@ -105,6 +107,8 @@ class AuditWorkflow:
         self._status = AuditStatus.GENERATING if input.run else AuditStatus.READING
         self._commit: workflow.ActivityHandle[WriteFilesResult] | None = None
         self._prefetch: workflow.ActivityHandle[PrefetchPromptsResult] | None = None
+        self._settled: BuildEntry | None = None  # from the build tracker's signal
+        self._hotkey = input.hotkey
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -113,6 +117,13 @@ class AuditWorkflow:
             self._v1 = AuditV1(input, self._inbox)
         if self._v1 is not None:
             return await self._v1.run(input)
+        result = await self._run_v2(input)
+        if not isinstance(result, AuditResult):  # never: only the leader run returns otherwise
+            raise TypeError("audit run produced no verdict")
+        return result
+
+    async def _run_v2(self, input: AuditInput) -> AuditResult | LeaderResult:
+        """Prepare (or resume a continued run), generate until over, finish."""
         try:
             if self._run is None:
                 workflow.upsert_search_attributes(
@@ -121,19 +132,12 @@ class AuditWorkflow:
                 policy = input.policy or await workflow.execute_activity(
                     "load_audit_policy", result_type=AuditPolicy, **options.LOAD_POLICY
                 )
-                files = await self._read_round_files(input)
-                image = await self._await_build(files, policy)
-                if image is None:
-                    return await self._write_verdict(
-                        files,
-                        verdict.rejected_without_generation(
-                            input.hotkey, verdict.BUILD_FAILED_REASON
-                        ),
-                    )
-                self._run = self._initial_run(files, policy, image, input.resume)
+                early = await self._prepare(input, policy)
+                if early is not None:
+                    return early
                 if not self._all_done():
                     self._set_status(AuditStatus.GENERATING)
-                    self._want_pods(policy.initial_pod_count)
+                    self._want_pods(self._require_run().policy.initial_pod_count)
                     self._start_prefetch()
             while not self._generation_over():
                 self._apply_prefetch()
@@ -156,6 +160,19 @@ class AuditWorkflow:
                 await self._abandon_pods()
             raise
 
+    async def _prepare(self, input: AuditInput, policy: AuditPolicy) -> AuditResult | None:
+        """Read the round, wait for the build, set up the run; a verdict when there is nothing
+        to generate with (the build failed)."""
+        files = await self._read_round_files(input)
+        image = await self._await_build(files, policy)
+        if image is None:
+            return await self._write_verdict(
+                files,
+                verdict.rejected_without_generation(input.hotkey, verdict.BUILD_FAILED_REASON),
+            )
+        self._run = self._initial_run(files, policy, image, input.resume)
+        return None
+
     # --- handlers -------------------------------------------------------------------------------
 
     @workflow.signal(name="pod_ready")
@@ -172,6 +189,12 @@ class AuditWorkflow:
     def pod_finished(self, message: PodFinished) -> None:
         """From PodWorkflow: the pod was deleted, and why it ended."""
         self._inbox.append(message)
+
+    @workflow.signal(name="build_settled")
+    def build_settled(self, message: BuildSettled) -> None:
+        """From BuildTrackingWorkflow: this miner's build is terminal (wakes the build wait)."""
+        if message.hotkey == self._hotkey:
+            self._settled = message.build
 
     @workflow.query(name="progress")
     def progress(self) -> AuditProgress:
@@ -221,13 +244,23 @@ class AuditWorkflow:
             if workflow.now() >= deadline:
                 return None
             self._set_status(AuditStatus.WAITING_FOR_BUILD)
-            await workflow.sleep(timedelta(seconds=policy.check_build_interval_seconds))
+            # Woken by the build tracker's signal; polling builds.json is the fallback.
+            try:
+                await workflow.wait_condition(
+                    lambda: self._settled is not None,
+                    timeout=timedelta(seconds=policy.check_build_interval_seconds),
+                )
+            except TimeoutError:
+                pass
+            if self._settled is not None:
+                files = files.model_copy(update={"build": self._settled})
+                continue
             files = await self._read_round_files(AuditInput(round=files.round, hotkey=files.hotkey))
 
     def _initial_run(
         self, files: RoundFiles, policy: AuditPolicy, image: str, resume: bool
     ) -> AuditRun:
-        audited = set(files.audited_stems())
+        audited = set(self._audited_stems(files))
         prompts: dict[str, QueuedPrompt] = {}
         for prompt in files.prompts:
             if prompt.stem not in audited:
@@ -235,7 +268,9 @@ class AuditWorkflow:
             queued = QueuedPrompt(
                 stem=prompt.stem,
                 url=prompt.url,
-                submitted_glb_url=files.submitted[prompt.stem].glb,
+                submitted_glb_url=submitted.glb
+                if (submitted := files.submitted.get(prompt.stem))
+                else None,
             )
             if resume:
                 coordinator.seed(queued, files.generated.get(prompt.stem), policy)
@@ -247,6 +282,10 @@ class AuditWorkflow:
             prompts=prompts,
             run_chain_id=workflow.info().first_execution_run_id,
         )
+
+    def _audited_stems(self, files: RoundFiles) -> list[str]:
+        """The stems this run regenerates (an audit: upstream's audited set)."""
+        return files.audited_stems()
 
     # --- prompts --------------------------------------------------------------------------------
 
@@ -618,11 +657,15 @@ class AuditWorkflow:
             self._apply_prefetch()
         await workflow.wait_condition(workflow.all_handlers_finished)
         run.inbox = list(self._inbox)
-        workflow.continue_as_new(AuditInput(round=input.round, hotkey=input.hotkey, run=run))
+        workflow.continue_as_new(self._next_input(input, run))
+
+    def _next_input(self, input: AuditInput, run: AuditRun) -> object:
+        """The input of the next run of this workflow (continue-as-new)."""
+        return AuditInput(round=input.round, hotkey=input.hotkey, run=run)
 
     # --- results and the verdict ----------------------------------------------------------------
 
-    async def _finish(self) -> AuditResult:
+    async def _finish(self) -> AuditResult | LeaderResult:
         """Stop the pods, sweep, decide and write everything in one commit."""
         run = self._require_run()
         if run.early_stop is not None:

@@ -81,6 +81,18 @@ FETCH_ARTIFACT = ActivityOptions(
     schedule_to_close_timeout=timedelta(minutes=30),
     retry_policy=BACKOFF,
 )
+POLL_GITHUB = ActivityOptions(
+    # A few pages of 30 s requests; 5xx and network errors back off (durably) and the tracker
+    # polls again on its next tick if they persist.
+    start_to_close_timeout=timedelta(minutes=3),
+    schedule_to_close_timeout=timedelta(minutes=10),
+    retry_policy=BACKOFF,
+)
+DESCRIBE_WORKFLOWS = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(minutes=10),
+    retry_policy=BACKOFF,
+)
 
 
 def gpu(task_queue: str) -> ActivityOptions:

@@ -684,6 +684,12 @@ async def test_activity_push_conflict_is_retryable(remote: Path, tmp_path: Path)
 
 
 def test_activities_lists_bound_methods(activities: CompetitionRepoActivities) -> None:
-    """The worker registers exactly the three activities, by their public names."""
+    """The worker registers exactly these activities, by their public names."""
     names = [fn.__name__ for fn in activities.activities()]
-    assert names == ["read_round_files", "read_generated", "write_files"]
+    assert names == [
+        "read_round_files",
+        "read_generated",
+        "read_round_snapshot",
+        "read_leader_files",
+        "write_files",
+    ]
