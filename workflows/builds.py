@@ -117,7 +117,7 @@ class BuildTrackingWorkflow:
         if found_at is None:
             return wait
         left = found_at + timedelta(seconds=policy.build_timeout_seconds) - workflow.now()
-        return max(min(wait, left), timedelta(seconds=1))
+        return wait if wait <= left else max(left, timedelta(seconds=1))
 
     async def _read(self, round_number: int) -> RoundSnapshot:
         snapshot: RoundSnapshot = await workflow.execute_activity(

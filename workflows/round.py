@@ -268,8 +268,9 @@ class RoundWorkflow:
         while self._running and workflow.now() < deadline:
             await self._sleep(timedelta(seconds=5))
             await self._refresh_running()
-        # Not started again this round by this loop: a later round or run decides anew.
-        self._waiting = []
+        # Cancelled runs wrote nothing: if the stage comes back they start again (and resume from
+        # generated.json); a hotkey with a verdict is skipped by the snapshot's `audited`.
+        self._started, self._waiting, self._leader_tried = [], [], None
 
     # --- reading and waiting --------------------------------------------------------------------
 
