@@ -21,6 +21,7 @@ The Temporal server keeps running so the histories can be read in the Web UI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
 from demo.competition import (
@@ -274,6 +275,10 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
             stop.set()
             await watcher
             await loop.cancel()
+            # While the worker still runs: a cancel request left unprocessed would leave the
+            # next demo run attached to this loop, which then ends at once.
+            with contextlib.suppress(WorkflowFailureError):
+                await loop.result()
     written = read_json(bare, CompetitionPaths.generation_audits(round_number))
     if not isinstance(written, dict) or set(written) != {m.hotkey for m in MINERS}:
         print(f"generation_audits.json does not hold this run's verdicts: {written}")
