@@ -16,6 +16,7 @@ Everything but reading and finishing is AuditWorkflow's (this class extends it).
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import options
     from workflows.audit import AuditWorkflow, _commit_message
+    from workflows.failures import failure
     from workflows.policy import pod_tracker
 
 
@@ -62,13 +64,19 @@ class LeaderGenerationWorkflow(AuditWorkflow):
         return result
 
     async def _prepare(self, input: AuditInput, policy: AuditPolicy) -> AuditResult | None:
-        leader: LeaderFiles = await workflow.execute_activity(
-            "read_leader_files",
-            ReadLeaderFilesInput(round=input.round),
-            result_type=LeaderFiles,
-            summary=f"read round {input.round} prompts and leader.json",
-            **options.READ_REPO,
-        )
+        try:
+            leader: LeaderFiles = await workflow.execute_activity(
+                "read_leader_files",
+                ReadLeaderFilesInput(round=input.round),
+                result_type=LeaderFiles,
+                summary=f"read round {input.round} prompts and leader.json",
+                **options.READ_REPO,
+            )
+        except ActivityError as e:
+            # The workflow's own failure says why (e.g. an empty leader.json), not "activity
+            # task failed".
+            message, error_type = failure(e)
+            raise ApplicationError(message, type=error_type, non_retryable=True) from e
         # No distance, so no mismatch can stop the run early.
         policy = policy.model_copy(update={"early_exit": EarlyExit.NEVER})
         self._run = self._initial_run(leader.files, policy, leader.image, resume=True)
