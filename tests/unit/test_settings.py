@@ -97,3 +97,48 @@ def test_cross_field_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INITIAL_POD_COUNT", "3")
     with pytest.raises(SettingsError, match="INITIAL_POD_COUNT"):
         load_settings()
+
+
+ROUND_ENV = (
+    "GITHUB_REPO",
+    "CHECK_AUDIT_INTERVAL",
+    "MIN_CHECK_STATE_INTERVAL",
+    "MAX_CHECK_STATE_INTERVAL",
+    "MAX_CONCURRENT_MINERS",
+    "MINER_START_STAGGER",
+    "BUILD_COMMIT_MESSAGE",
+    "DOCKER_IMAGE_FORMAT",
+)
+
+
+def test_round_policy_defaults_are_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round loop's intervals, concurrency and formats are REFERENCE.md sec. 3-4's."""
+    for name in ROUND_ENV:
+        monkeypatch.delenv(name, raising=False)
+    policy = load_settings().round_policy()
+    assert policy.check_audit_interval_seconds == 120
+    assert (policy.min_check_state_interval_seconds, policy.max_check_state_interval_seconds) == (
+        120,
+        1800,
+    )
+    assert policy.max_concurrent_miners == 4
+    assert policy.miner_start_stagger_seconds == 5
+    assert policy.check_build_interval_seconds == 120
+    assert policy.build_timeout_seconds == 10800
+    assert policy.build_commit_message == "submissions for round {current_round}"
+    assert policy.docker_image_format.endswith("/active-competition/{hotkey10}:{tag}")
+    assert policy.track_builds is False  # no GITHUB_REPO: builds.json is someone else's
+    monkeypatch.setenv("GITHUB_REPO", "404-Repo/competition")
+    assert load_settings().round_policy().track_builds is True
+
+
+def test_round_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad GITHUB_REPO or an inverted state-check clamp stops start-up with the name."""
+    monkeypatch.setenv("GITHUB_REPO", "not a repo")
+    with pytest.raises(SettingsError, match="GITHUB_REPO"):
+        load_settings()
+    monkeypatch.delenv("GITHUB_REPO")
+    monkeypatch.setenv("MIN_CHECK_STATE_INTERVAL", "900")
+    monkeypatch.setenv("MAX_CHECK_STATE_INTERVAL", "60")
+    with pytest.raises(SettingsError, match="MIN_CHECK_STATE_INTERVAL"):
+        load_settings()

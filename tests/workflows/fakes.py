@@ -42,6 +42,7 @@ from models.competition import (
     RoundFiles,
 )
 from models.errors import ErrorType
+from models.rounds import LeaderFiles, ReadLeaderFilesInput
 
 
 def round_files(
@@ -101,6 +102,9 @@ class FakeWorld:
     prefetched: list[str] = field(default_factory=list)  # prompt URLs prefetch_prompts was given
     spans: list[tuple[str, str, float, float]] = field(default_factory=list)
     """(activity, pod url or glb uri, monotonic start, end) of generate and render calls."""
+    leader_generated: dict[str, GenerationEntry] = field(default_factory=dict)
+    leader_image: str | None = "local/reference-miner?delay=0"  # None: leader.json is empty
+    scored: list[str] = field(default_factory=list)  # png_b URIs score_distance was given
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -124,6 +128,25 @@ class FakeWorld:
                 )
                 return world.files.model_copy(update={"build": build})
             return world.files
+
+        @activity.defn(name="read_leader_files")
+        async def read_leader_files(input: ReadLeaderFilesInput) -> LeaderFiles:
+            if world.leader_image is None:
+                raise ApplicationError(
+                    "leader.json: Leader docker image not found",
+                    type=ErrorType.COMPETITION_FILE_INVALID,
+                    non_retryable=True,
+                )
+            files = world.files.model_copy(
+                update={
+                    "hotkey": "leader",
+                    "submitted": {},
+                    "critical_prompts": [],
+                    "build": None,
+                    "generated": world.leader_generated,
+                }
+            )
+            return LeaderFiles(files=files, image=world.leader_image)
 
         @activity.defn(name="deploy_pod")
         async def deploy_pod(input: DeployPodInput) -> PodRef:
@@ -224,6 +247,7 @@ class FakeWorld:
         @activity.defn(name="score_distance")
         async def score_distance(input: ScoreDistanceInput) -> ScoreDistanceResult:
             stem = input.png_b_uri.rsplit("/", 1)[1].split(".")[0]
+            world.scored.append(input.png_b_uri)
             return ScoreDistanceResult(distance=0.5 if stem in world.mismatching else 0.01)
 
         @activity.defn(name="write_files")
@@ -234,6 +258,7 @@ class FakeWorld:
         return [
             load_audit_policy,
             read_round_files,
+            read_leader_files,
             deploy_pod,
             await_pod_healthy,
             check_pod_health,
