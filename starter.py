@@ -241,8 +241,8 @@ async def run_round_command(settings: Settings, watch: bool) -> int:
 
 def render_preview_file(glb: Path, output: Path) -> str | None:
     """Render `glb` to `output` exactly as the audit does; the one-line reason if refused."""
-    # Imported here: rendering pulls in torch and pyrender, which no other command needs.
-    from activities.scoring import MeshLoadError, PreviewRenderer, load_mesh_as_upstream
+    # Imported here: rendering pulls in pyrender, which no other command needs.
+    from activities.preview import MeshLoadError, PreviewRenderer, load_mesh_as_upstream
 
     try:
         mesh = load_mesh_as_upstream(glb.read_bytes())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,6 +52,37 @@ def prompt_png(index: int, size: int = 256) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+_PREVIEWS: dict[str, bytes] = {}  # sha256 of a GLB -> its preview (rendering is the slow part)
+
+
+def submitted_previews(glbs: list[bytes]) -> list[bytes]:
+    """The preview PNGs of submitted GLBs, rendered exactly as the audit renders (what upstream's
+    submission-collector publishes beside each submitted GLB).
+
+    Rendered in a child process (`python -m activities.preview`): pyrender's EGL teardown ends
+    every context of the process, so a renderer here would break a GPU worker running beside.
+    """
+    keys = [hashlib.sha256(glb).hexdigest() for glb in glbs]
+    missing = {key: glb for key, glb in zip(keys, glbs, strict=True) if key not in _PREVIEWS}
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="demo-previews-") as tmp:
+            paths = []
+            for key, glb in missing.items():
+                path = Path(tmp) / f"{key}.glb"
+                path.write_bytes(glb)
+                paths.append(str(path))
+            out = Path(tmp) / "png"
+            subprocess.run(
+                [sys.executable, "-m", "activities.preview", str(out), *paths],
+                check=True,
+                capture_output=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+            for key in missing:
+                _PREVIEWS[key] = (out / f"{key}.png").read_bytes()
+    return [_PREVIEWS[key] for key in keys]
 
 
 def _dump(value: object) -> str:
@@ -147,12 +180,12 @@ def publish_round(
         glb_dir = www_root / "rounds" / str(round_number) / miner.hotkey
         glb_dir.mkdir(parents=True, exist_ok=True)
         submitted = {}
-        for index, stem in enumerate(stems):
-            glb = generate_glb(digests[stem], seed, 0)
+        glbs = [generate_glb(digests[stem], seed, 0) for stem in stems]
+        # Upstream's submission-collector stores the render-service's preview beside each GLB,
+        # and the audit compares its own preview with that PNG.
+        for stem, glb, png in zip(stems, glbs, submitted_previews(glbs), strict=True):
             (glb_dir / f"{stem}.glb").write_bytes(glb)
-            # Upstream's submission-collector stores a preview beside each GLB; an entry without
-            # one is not audited. The audit renders the GLB itself, so any PNG serves here.
-            (glb_dir / f"{stem}.png").write_bytes(prompt_png(index))
+            (glb_dir / f"{stem}.png").write_bytes(png)
             submitted[stem] = {
                 "glb": f"{base_url}/rounds/{round_number}/{miner.hotkey}/{stem}.glb",
                 "png": f"{base_url}/rounds/{round_number}/{miner.hotkey}/{stem}.png",

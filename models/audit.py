@@ -207,6 +207,11 @@ class Assignment(_Frozen):
     attempt: int
     prompt_url: str
     submitted_glb_url: str | None = None
+    submitted_png_url: str | None = Field(
+        None,
+        description="the submitted preview (upstream compares with it); set by audits with the "
+        "`compare-submitted-png` marker, else the pod renders the submitted GLB itself",
+    )
 
 
 class PodReady(_Frozen):

@@ -92,6 +92,8 @@ POD_SHUTDOWN_GRACE = timedelta(minutes=15)
 AUDIT_V2_PATCH = "audit-v2"
 """Marker of audits run by this code; histories without it replay the frozen v1 code."""
 VANISHED = "pod workflow closed unexpectedly"
+SUBMITTED_PNG_PATCH = "compare-submitted-png"
+"""Marker of audits whose pods compare with the submitted preview PNG (upstream c263c11)."""
 
 
 @workflow.defn(name="AuditWorkflow")
@@ -482,11 +484,21 @@ class AuditWorkflow:
                     attempt=prompt.attempts + 1,
                     prompt_url=prompt.url,
                     submitted_glb_url=prompt.submitted_glb_url,
+                    submitted_png_url=self._submitted_png(prompt.stem),
                 ),
             )
         except Exception as e:  # the child closed without telling us (e.g. terminated)
             workflow.logger.warning("pod %s is gone: %s", pod.workflow_id, e)
             self._pod_vanished(pod)
+
+    def _submitted_png(self, stem: str) -> str | None:
+        """The submitted preview URL the pod compares with (upstream: the distance service gets
+        the new png and the submitted png). Audits started before this rule have no marker and
+        keep comparing with our own render of the submitted GLB."""
+        if not workflow.patched(SUBMITTED_PNG_PATCH):
+            return None
+        entry = self._require_run().round_files.submitted.get(stem)
+        return entry.png if entry is not None else None
 
     def _pod_vanished(self, pod: AuditPod) -> None:
         """A pod child closed without pod_finished: treat it as finished, marked bad."""

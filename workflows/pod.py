@@ -470,10 +470,27 @@ class PodWorkflow:
     async def _submitted_preview(
         self, input: PodInput, assignment: Assignment
     ) -> tuple[str | None, str | None]:
-        """Our render of the submitted GLB (uri, None), or (None, why not): the miner's fault.
+        """The submitted preview to compare with (uri, None), or (None, why not).
 
-        Independent of the generation, so `_process` runs it while the pod generates.
+        Upstream compares with the submitted PNG itself (`submitted_png_url`, fetched); pods of
+        audits started before that rule render the submitted GLB instead. Independent of the
+        generation, so `_process` runs it while the pod generates.
         """
+        if assignment.submitted_png_url is not None:
+            try:
+                submitted_png = await workflow.execute_activity(
+                    "fetch_artifact",
+                    FetchArtifactInput(
+                        url=assignment.submitted_png_url, max_bytes=input.policy.max_glb_bytes
+                    ),
+                    result_type=ArtifactResult,
+                    summary=f"fetch submitted preview {assignment.stem}",
+                    **options.FETCH_ARTIFACT,
+                )
+            except ActivityError as e:
+                raise_if_cancelled(e)
+                return None, f"distance unknown: {failure(e)[0]}"
+            return submitted_png.uri, None
         if assignment.submitted_glb_url is None:
             return None, "the submission has no GLB to compare with"
         try:

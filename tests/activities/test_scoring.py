@@ -14,19 +14,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.artifacts import ArtifactStore
-from activities.scoring import (
+from activities.preview import (
     CAMERA_AZIMUTHS_DEGREES,
     GRID_GAP,
     GRID_SIZE,
     VIEW_SIZE,
-    DinoEmbedder,
     MeshLoadError,
     PreviewRenderer,
-    ScoringActivities,
     camera_position,
     load_mesh_as_upstream,
     look_at,
 )
+from activities.scoring import DinoEmbedder, ScoringActivities
 from demo.tiny_model import build_tiny_dinov3
 from models.audit import RenderPreviewInput, ScoreDistanceInput
 from models.errors import ErrorType

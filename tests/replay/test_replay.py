@@ -28,6 +28,7 @@ HISTORIES = sorted(HISTORIES_ROOT.glob("*/*.json"))
 RELEASED_VERSIONS: dict[str, set[str]] = {
     "v1": {"AuditWorkflow", "PodWorkflow"},
     "v2": {"AuditWorkflow", "PodWorkflow"},
+    "v3": {"AuditWorkflow", "PodWorkflow"},  # compare-submitted-png
     "rounds-v1": {
         "RoundWorkflow",
         "BuildTrackingWorkflow",

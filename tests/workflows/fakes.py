@@ -105,6 +105,7 @@ class FakeWorld:
     leader_generated: dict[str, GenerationEntry] = field(default_factory=dict)
     leader_image: str | None = "local/reference-miner?delay=0"  # None: leader.json is empty
     scored: list[str] = field(default_factory=list)  # png_b URIs score_distance was given
+    fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -235,6 +236,7 @@ class FakeWorld:
 
         @activity.defn(name="fetch_artifact")
         async def fetch_artifact(input: FetchArtifactInput) -> ArtifactResult:
+            world.fetched.append(input.url)
             return ArtifactResult(uri=input.url.replace("http://sub/", "file:///sub/"), size=1)
 
         @activity.defn(name="render_preview")
@@ -247,7 +249,7 @@ class FakeWorld:
         @activity.defn(name="score_distance")
         async def score_distance(input: ScoreDistanceInput) -> ScoreDistanceResult:
             stem = input.png_b_uri.rsplit("/", 1)[1].split(".")[0]
-            world.scored.append(input.png_b_uri)
+            world.scored.append(f"{input.png_a_uri} {input.png_b_uri}")
             return ScoreDistanceResult(distance=0.5 if stem in world.mismatching else 0.01)
 
         @activity.defn(name="write_files")

@@ -517,3 +517,16 @@ async def test_files_load_with_upstreams_own_models(client: Client) -> None:
     for name, entry in stats.items():
         assert UpstreamPodStats.model_validate_json(json.dumps(entry)).pod_id == name
     assert generated["p002"]["distance"] == 0.5
+
+
+async def test_pods_compare_with_the_submitted_png_as_upstream(client: Client) -> None:
+    """Upstream's distance is between our preview and the submitted PNG (not our render of the
+    submitted GLB): each pod fetches the submitted preview and renders only its own GLBs."""
+    world = FakeWorld(files=round_files(4), policy=policy())
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    stems = [f"p{i:03d}" for i in range(4)]
+    assert sorted(world.fetched) == [f"http://sub/{s}.png" for s in stems]
+    rendered = sorted(uri for kind, uri, _, _ in world.spans if kind == "render")
+    assert rendered == [f"file:///gen/{s}.glb" for s in stems]
+    assert sorted(world.scored) == [f"file:///sub/{s}.png file:///gen/{s}.png" for s in stems]
