@@ -74,6 +74,7 @@ class RoundWorkflow:
         self._wake = False
         self._watches: list[asyncio.Future[None]] = []  # one per child started by this run
         self._stage: str | None = None
+        self._state_round: int | None = None  # state.json's current_round, as last read
         self._phase = "starting"
         self._waiting: list[str] = []
 
@@ -101,7 +102,7 @@ class RoundWorkflow:
     def status(self) -> RoundStatus:
         """Round, stage, what runs, what waits for its build, what finished."""
         return RoundStatus(
-            round=self._round,
+            round=self._round if self._round is not None else self._state_round,
             stage=self._stage,
             phase=self._phase,
             running=list(self._running),
@@ -287,7 +288,7 @@ class RoundWorkflow:
         except ActivityError as e:
             workflow.logger.error("could not read the competition repo: %s", failure(e)[0])
             return None
-        self._stage = snapshot.state.stage
+        self._stage, self._state_round = snapshot.state.stage, snapshot.state.current_round
         return snapshot
 
     @staticmethod
