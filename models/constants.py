@@ -53,6 +53,12 @@ def pod_name_prefix(round_number: int, hotkey: str) -> str:
     return f"miner-{round_number:02d}-{hotkey[:10].lower()}-"
 
 
+def round_pod_prefix(round_number: int) -> str:
+    """Prefix of every pod of a round, leader included (upstream's end-of-iteration sweep; we
+    zero-pad as pod names are, so round 1 never sweeps round 10's pods)."""
+    return f"miner-{round_number:02d}-"
+
+
 def pod_name(round_number: int, hotkey: str, slot: int, attempt: int) -> str:
     """Deterministic pod name: a retried deploy finds the pod it already made."""
     return f"{pod_name_prefix(round_number, hotkey)}{slot}-{attempt}"

@@ -34,8 +34,13 @@ from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from models.audit import AuditInput
-    from models.constants import audit_workflow_id, build_tracking_id, leader_workflow_id
+    from models.audit import AuditInput, AuditPolicy, SweepPodsInput, SweepPodsResult
+    from models.constants import (
+        audit_workflow_id,
+        build_tracking_id,
+        leader_workflow_id,
+        round_pod_prefix,
+    )
     from models.rounds import (
         GENERATING_STAGES,
         BuildTrackingInput,
@@ -55,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
 STOP_GRACE = timedelta(minutes=15)
 """How long a stage change waits for cancelled audits to delete their pods."""
 NO_LEADER = "<none>"
+ROUND_END_SWEEP_PATCH = "round-end-sweep"
+"""Marker of loops that sweep a round's pods when they leave it (histories before it do not)."""
 
 
 @workflow.defn(name="RoundWorkflow")
@@ -127,7 +134,8 @@ class RoundWorkflow:
         while True:
             if current is not None:
                 if current.state.current_round != n or not self._generating(current):
-                    await self._stop_round(n, f"round stage change to {current.state.stage}")
+                    reason = f"round stage change to {current.state.stage}"
+                    await self._stop_round(n, reason, input)
                     return
                 await self._refresh_running()
                 await self._start_leader(n, current, policy, input)
@@ -258,7 +266,7 @@ class RoundWorkflow:
                 self._running.remove(child_id)
                 self._finished.append(child_id)
 
-    async def _stop_round(self, n: int, reason: str) -> None:
+    async def _stop_round(self, n: int, reason: str, input: RoundInput) -> None:
         """Cancel every running audit and the leader run; wait (bounded) until they are gone."""
         workflow.logger.warning("round %d: %s; cancelling %s", n, reason, self._running)
         self._phase = f"stopping ({reason})"
@@ -272,6 +280,30 @@ class RoundWorkflow:
         # Cancelled runs wrote nothing: if the stage comes back they start again (and resume from
         # generated.json); a hotkey with a verdict is skipped by the snapshot's `audited`.
         self._started, self._waiting, self._leader_tried = [], [], None
+        if workflow.patched(ROUND_END_SWEEP_PATCH):
+            await self._sweep_round(n, input)
+
+    async def _sweep_round(self, n: int, input: RoundInput) -> None:
+        """Upstream ends each iteration deleting every pod of the round on every provider: a
+        pod that outlived its run (a kill at the wrong moment) is not paid for any longer."""
+        policy = input.audit_policy or await workflow.execute_activity(
+            "load_audit_policy", result_type=AuditPolicy, **options.LOAD_POLICY
+        )
+        try:
+            swept: SweepPodsResult = await workflow.execute_activity(
+                "sweep_pods",
+                SweepPodsInput(
+                    prefix=round_pod_prefix(n), providers=sorted(set(policy.gpu_providers))
+                ),
+                result_type=SweepPodsResult,
+                summary=f"delete every pod of round {n}",
+                **options.SWEEP_PODS,
+            )
+        except ActivityError as e:
+            workflow.logger.error("round %d: sweeping its pods failed: %s", n, failure(e)[0])
+            return
+        if swept.deleted:
+            workflow.logger.warning("round %d: deleted leftover pods %s", n, swept.deleted)
 
     # --- reading and waiting --------------------------------------------------------------------
 

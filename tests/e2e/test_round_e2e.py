@@ -550,8 +550,9 @@ async def test_stage_change_mid_audit_cancels_and_writes_nothing(
     client: Client, world: World
 ) -> None:
     """state.json leaves the generating stages while a slow miner is audited (and the leader
-    generates): the loop cancels both, every pod is deleted, no verdict is written, and the
-    loop's `status` query shows the new stage."""
+    generates): the loop cancels both, every pod is deleted (an orphan of the round by the
+    loop's end-of-round sweep), no verdict is written, and the loop's `status` query shows the
+    new stage."""
     n, n_prompts = 703, 6
     slow = honest("5Slow703", delay=1.0)
     with FakeGitHub(repo=GITHUB_REPO) as github:
@@ -577,6 +578,13 @@ async def test_stage_change_mid_audit_cancels_and_writes_nothing(
             pods = await LocalProvider(world.settings.local_pods_dir).list("")
             pids = {int(p.container_id) for p in pods if p.container_id}
             assert pids, "no pod mid-audit"
+            # A pod of the round no run knows of (e.g. left by a worker killed mid-deploy): the
+            # loop's end-of-round sweep must delete it too.
+            orphan = await LocalProvider(world.settings.local_pods_dir).deploy(
+                f"miner-{n:02d}-orphan-0", "local/reference-miner"
+            )
+            assert orphan.container_id
+            pids.add(int(orphan.container_id))
 
             set_stage(world.bare, n, "finalizing")
             await loop.signal("wake")

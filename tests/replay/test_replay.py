@@ -35,6 +35,7 @@ RELEASED_VERSIONS: dict[str, set[str]] = {
         "LeaderGenerationWorkflow",
         "PodWorkflow",
     },
+    "rounds-v2": {"RoundWorkflow"},  # round-end-sweep
 }
 """Every workflow version ever released -> the workflow types its histories cover; they must stay
 (CI fails if a folder goes)."""
