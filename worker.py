@@ -26,7 +26,11 @@ from temporalio.worker import Worker
 
 from activities import workflow_status
 from activities.artifacts import ArtifactStore
-from activities.competition_repo import CompetitionRepo, CompetitionRepoActivities
+from activities.competition_repo import (
+    CompetitionRepo,
+    CompetitionRepoActivities,
+    CompetitionRepoError,
+)
 from activities.config import ConfigActivities
 from activities.generation import GenerationActivities
 from activities.github import GitHubActivities
@@ -42,6 +46,8 @@ logger = logging.getLogger("worker")
 # Without this a killed worker's sticky queue stalls its workflows ~10 s before another takes over.
 STICKY_TIMEOUT = timedelta(seconds=2)
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+REPO_CHECK_SECONDS = 120.0
+"""How long start-up waits for the competition repo's first fetch."""
 
 
 @contextlib.asynccontextmanager
@@ -138,8 +144,38 @@ async def running_workers(
         yield workers
 
 
+async def check_competition_repo(settings: Settings) -> str:
+    """Read the competition repo's branch head once, so a worker that cannot serve its audits
+    stops at start-up with one clear line instead of leaving them waiting in `reading`.
+
+    Returns the head commit. Raises SettingsError naming COMPETITION_REPO / COMPETITION_BRANCH.
+    """
+    if not settings.competition_repo:
+        raise SettingsError("COMPETITION_REPO: required for the generation-orchestrator queue")
+    repo = CompetitionRepo(
+        settings.competition_repo, settings.competition_branch, settings.work_dir / "repos"
+    )
+    try:
+        source = await asyncio.wait_for(asyncio.to_thread(repo.at_head), REPO_CHECK_SECONDS)
+    except (CompetitionRepoError, TimeoutError) as e:
+        problem = " ".join(str(e).split()) or f"no answer in {REPO_CHECK_SECONDS:g} s"
+        raise SettingsError(
+            f"COMPETITION_REPO={settings.competition_repo} "
+            f"(COMPETITION_BRANCH={settings.competition_branch}) cannot be read: {problem}"
+        ) from e
+    return source.commit
+
+
 async def serve(settings: Settings, queues: Sequence[str]) -> None:
     """Connect and run the workers until SIGINT/SIGTERM, then shut down gracefully."""
+    if TASK_QUEUE in queues:
+        head = await check_competition_repo(settings)
+        logger.info(
+            "competition repo %s, branch %s at %s",
+            settings.competition_repo,
+            settings.competition_branch,
+            head[:10],
+        )
     client = await connect(settings, interceptors=[TracingInterceptor()])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import options
     from workflows.audit import AuditWorkflow, _commit_message
-    from workflows.failures import failure
+    from workflows.failures import failure, raise_if_cancelled
     from workflows.policy import pod_tracker
 
 
@@ -73,6 +73,7 @@ class LeaderGenerationWorkflow(AuditWorkflow):
                 **options.READ_REPO,
             )
         except ActivityError as e:
+            raise_if_cancelled(e)
             # The workflow's own failure says why (e.g. an empty leader.json), not "activity
             # task failed".
             message, error_type = failure(e)

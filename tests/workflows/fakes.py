@@ -106,6 +106,7 @@ class FakeWorld:
     leader_image: str | None = "local/reference-miner?delay=0"  # None: leader.json is empty
     scored: list[str] = field(default_factory=list)  # png_b URIs score_distance was given
     fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
+    read_outage: bool = False  # read_round_files fails (retryably) until this is cleared
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -116,6 +117,8 @@ class FakeWorld:
 
         @activity.defn(name="read_round_files")
         async def read_round_files(input: ReadRoundFilesInput) -> RoundFiles:
+            if world.read_outage:
+                raise ApplicationError("git fetch failed: connection refused")
             if input.hotkey != world.files.hotkey:
                 raise ApplicationError(
                     f"unknown hotkey {input.hotkey}",

@@ -8,12 +8,13 @@ import uuid
 
 import pytest
 from pydantic import BaseModel, ConfigDict
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.worker import Worker
 
 from models.audit import AuditInput, AuditPolicy, AuditResult, ProviderName
 from models.competition import AuditOutcome, BuildStatus, GenerationEntry
 from models.errors import ErrorType
+from tests.helpers import assert_eventually
 from tests.workflows.fakes import FakeWorld, round_files
 from workflows import WORKFLOWS
 from workflows.audit import STATUS_KEY
@@ -530,3 +531,30 @@ async def test_pods_compare_with_the_submitted_png_as_upstream(client: Client) -
     rendered = sorted(uri for kind, uri, _, _ in world.spans if kind == "render")
     assert rendered == [f"file:///gen/{s}.glb" for s in stems]
     assert sorted(world.scored) == [f"file:///sub/{s}.png file:///gen/{s}.png" for s in stems]
+
+
+async def test_cancelling_while_reading_ends_cancelled_not_failed(client: Client) -> None:
+    """An audit cancelled while its repo read is failing and being retried ends CANCELED (an
+    operator's cancel is not a failure), and nothing is rented or written."""
+    world = FakeWorld(files=round_files(2), policy=policy(), read_outage=True)
+    queue = f"q-{uuid.uuid4()}"
+    world.policy = world.policy.model_copy(update={"gpu_task_queue": queue})
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=world.activities()):
+        handle = await client.start_workflow(
+            "AuditWorkflow",
+            AuditInput(round=1, hotkey=world.files.hotkey, policy=world.policy),
+            id=f"audit-1-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+
+        async def retrying() -> None:
+            description = await handle.describe()
+            assert description.raw_description.pending_activities, "not reading yet"
+            assert description.raw_description.pending_activities[0].attempt >= 2
+
+        await assert_eventually(retrying, timeout=30, interval=0.2)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+    assert world.deployed == [] and world.writes == []
