@@ -210,7 +210,7 @@ def publish_round(
             "effective_block": 1000 + round_number,
         }
         files[CompetitionPaths.LEADER] = _dump([leader])
-    _commit_and_push(bare, files, f"Open demo round {round_number}")
+    commit_files(bare, files, f"Open demo round {round_number}")
     return stems
 
 
@@ -229,7 +229,7 @@ def require_audits(
 ) -> None:
     """Write require_audit.json (judge-service's part) for `miners`, replacing the file."""
     entries = [{"hotkey": m.hotkey, "critical_prompts": stems[: m.critical]} for m in miners]
-    _commit_and_push(
+    commit_files(
         bare,
         {CompetitionPaths.require_audit(round_number): _dump(entries)},
         f"Require audits for round {round_number}",
@@ -239,7 +239,7 @@ def require_audits(
 def set_stage(bare: Path, round_number: int, stage: str) -> None:
     """Move state.json to `stage` (the competition's own clock)."""
     state = {"current_round": round_number, "stage": stage, "next_stage_eta": None}
-    _commit_and_push(bare, {CompetitionPaths.STATE: _dump(state)}, f"Stage {stage}")
+    commit_files(bare, {CompetitionPaths.STATE: _dump(state)}, f"Stage {stage}")
 
 
 def read_json(bare: Path, path: str) -> object | None:
@@ -254,7 +254,8 @@ def read_json(bare: Path, path: str) -> object | None:
     return value
 
 
-def _commit_and_push(bare: Path, files: dict[str, str], message: str) -> None:
+def commit_files(bare: Path, files: dict[str, str], message: str) -> None:
+    """Commit and push `files` (path -> text) to the bare repo's main, as other services would."""
     with tempfile.TemporaryDirectory(prefix="demo-clone-") as tmp:
         clone = git.Repo.clone_from(str(bare), tmp)
         with clone.config_writer() as config:

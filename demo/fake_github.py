@@ -19,10 +19,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
+
+from demo.static_server import LoopbackServer
 
 DEFAULT_REPO = "404-Repo/404-competition-demo"
 WORKFLOW_NAME = "Build miner images"
@@ -79,7 +80,7 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """Serves a fake GitHub Actions API for `repo` on http://127.0.0.1:<free port> until closed.
 
     Use as `with FakeGitHub() as github:` and point the client at `github.api_url`. Every
@@ -93,33 +94,12 @@ class FakeGitHub:
         self._requests: list[RecordedRequest] = []
         self._bad = _Misbehaviour()
         self._next_id = 9_000_000_001
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # --- lifecycle ----------------------------------------------------------------------------
+        super().__init__(_handler_for(self), host, port)
 
     @property
     def api_url(self) -> str:
         """The API base URL, without a trailing slash (GitHub's is https://api.github.com)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return self.base_url
 
     # --- state controls -----------------------------------------------------------------------
 

@@ -16,17 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import git
 import pytest
 from temporalio.client import (
     Client,
@@ -39,6 +36,7 @@ from temporalio.worker import Worker
 
 from demo.competition import (
     DemoMiner,
+    commit_files,
     miner_commit,
     publish_round,
     read_json,
@@ -164,22 +162,6 @@ def open_round(
         require_audit_json=False,
         leader_image=leader_image,
     )
-
-
-def commit_files(bare: Path, files: dict[str, str], message: str) -> None:
-    """Commit and push `files` (path -> text) to the bare repo's main, as others would."""
-    with tempfile.TemporaryDirectory(prefix="round-e2e-clone-") as tmp:
-        clone = git.Repo.clone_from(str(bare), tmp)
-        with clone.config_writer() as config:
-            config.set_value("user", "name", "round-e2e")
-            config.set_value("user", "email", "round-e2e@localhost")
-        for path, text in files.items():
-            target = Path(tmp) / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        clone.git.add(A=True)
-        clone.index.commit(message)
-        clone.git.push("origin", "HEAD:main")
 
 
 def builds_settled_at_once(github: FakeGitHub, n: int, miners: list[DemoMiner]) -> None:
