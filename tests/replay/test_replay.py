@@ -18,7 +18,15 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from models.audit import PodHealthInput, PodInput, PodRef, PodWorkflowResult
+from models.audit import (
+    AuditInput,
+    AuditPolicy,
+    AuditResult,
+    PodHealthInput,
+    PodInput,
+    PodRef,
+    PodWorkflowResult,
+)
 from tests.replay.record import HISTORIES_DIR, HISTORIES_ROOT, SCENARIOS, parse_history_path
 from workflows import WORKFLOWS
 from workflows.audit import AuditWorkflow
@@ -100,4 +108,39 @@ async def test_replay_detects_a_non_deterministic_change() -> None:
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(load(pods[0]), raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, workflow.NondeterminismError), result.replay_failure
+
+
+@workflow.defn(name="AuditWorkflow", sandboxed=False)
+class AuditWorkflowLoadingPolicyTwice(AuditWorkflow):
+    """AuditWorkflow that reads its policy once more before reading the round: not compatible."""
+
+    @workflow.run
+    async def run(self, input: AuditInput) -> AuditResult:
+        return await super().run(input)
+
+    async def _prepare(self, input: AuditInput, policy: AuditPolicy) -> AuditResult | None:
+        await workflow.execute_activity(
+            "load_audit_policy",
+            result_type=AuditPolicy,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return await super()._prepare(input, policy)
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+async def test_replay_detects_a_change_to_audit_workflow(version: str) -> None:
+    """An extra activity in AuditWorkflow's v2 path fails the replay of a recorded audit (so a
+    change to the parent cannot slip through with only pod histories checked)."""
+    audits = [
+        path
+        for path in sorted((HISTORIES_ROOT / version).glob("honest--*.json"))
+        if workflow_type(load(path)) == "AuditWorkflow"
+    ]
+    assert audits, version
+    replayer = Replayer(
+        workflows=[AuditWorkflowLoadingPolicyTwice, PodWorkflow],
+        data_converter=pydantic_data_converter,
+    )
+    result = await replayer.replay_workflow(load(audits[0]), raise_on_replay_failure=False)
     assert isinstance(result.replay_failure, workflow.NondeterminismError), result.replay_failure
