@@ -605,6 +605,7 @@ async def test_worker_exits_cleanly_on_sigterm_and_sigint_when_idle(
     """An idle `python worker.py` exits 0 soon after SIGTERM (as sent by docker/systemd; both
     queues, the default) or SIGINT (Ctrl-C; the orchestrator queue only, which starts in a few
     seconds instead of ~15 s with torch). Both start in parallel."""
+    world.publish(1, [], 1)  # a readable competition repo: workers check theirs at start-up
     env = worker_env(world, target_of(client))
     by_signal = {
         signal.SIGTERM: WorkerProcess(env, world.root / "worker-term.log"),
