@@ -354,7 +354,13 @@ class CompetitionRepo:
                     config.set_value("user", "name", COMMITTER_NAME)
                     config.set_value("user", "email", COMMITTER_EMAIL)
                     config.set_value("gc", "auto", "0")
-                staging.rename(self.path)
+                try:
+                    staging.rename(self.path)
+                except OSError:
+                    if not self.path.is_dir():
+                        raise
+                    # Another worker sharing WORK_DIR made the clone first: use theirs.
+                    shutil.rmtree(staging, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

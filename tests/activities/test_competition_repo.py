@@ -215,6 +215,28 @@ def test_clone_is_reused_and_a_broken_one_replaced(remote: Path, tmp_path: Path)
     assert fourth.read_text("rounds/3/seed.json") is not None
 
 
+def test_two_workers_cloning_at_once_both_read(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers sharing WORK_DIR start together (both check the repo at start-up): the one
+    that loses the race to create the clone uses the winner's instead of crashing."""
+    loser = make_repo(remote, tmp_path)
+    original_rename = Path.rename
+    raced: list[bool] = []
+
+    def other_worker_wins(self: Path, target: str | Path) -> Path:
+        if Path(target) == loser.path and not raced:
+            raced.append(True)
+            make_repo(remote, tmp_path).read_text("state.json")  # the other worker's clone
+        return original_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", other_worker_wins)
+    assert loser.read_text("state.json") == (FIXTURES / "state.json").read_text()
+    assert raced
+    leftovers = [p.name for p in loser.path.parent.iterdir() if p != loser.path]
+    assert leftovers == []  # the loser's staging clone is gone
+
+
 def test_missing_branch_is_a_clear_error(remote: Path, tmp_path: Path) -> None:
     """A misconfigured branch names itself in the error."""
     repo = CompetitionRepo(str(remote), "no-such-branch", tmp_path / "work")
