@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
 STOP_GRACE = timedelta(minutes=15)
 """How long a stage change waits for cancelled audits to delete their pods."""
 NO_LEADER = "<none>"
+WAIT_UNLISTED_BUILD_PATCH = "wait-unlisted-build"
+"""Marker of loops that, with no build tracker, wait for a submitted hotkey's builds.json entry."""
 ROUND_END_SWEEP_PATCH = "round-end-sweep"
 """Marker of loops that sweep a round's pods when they leave it (histories before it do not)."""
 
@@ -186,8 +188,13 @@ class RoundWorkflow:
             if hotkey in self._started or hotkey in snapshot.audited:
                 continue
             build = snapshot.builds.get(hotkey)
-            tracked_soon = build is None and policy.track_builds and hotkey in snapshot.submissions
-            if tracked_soon or (build is not None and not build.status.terminal):
+            # A submitted hotkey without a builds.json entry yet gets one soon: from our tracker,
+            # or (GITHUB_REPO unset) from whoever writes builds.json; auditing it now would
+            # reject it for "no build".
+            unlisted = build is None and hotkey in snapshot.submissions
+            if unlisted and not policy.track_builds:
+                unlisted = workflow.patched(WAIT_UNLISTED_BUILD_PATCH)
+            if unlisted or (build is not None and not build.status.terminal):
                 self._waiting.append(hotkey)  # a build wait holds no slot (upstream)
                 continue
             if not await self._take_slot(policy):

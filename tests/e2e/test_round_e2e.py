@@ -644,6 +644,51 @@ async def test_hotkey_added_to_require_audit_mid_round_is_audited(
         assert isinstance(generated, dict) and sorted(generated) == sorted(stems)
 
 
+async def test_without_a_build_tracker_the_loop_waits_for_the_builds_entry(
+    client: Client, world: World
+) -> None:
+    """GITHUB_REPO unset: builds.json is someone else's. A required miner whose entry is not
+    written yet is not audited (that would reject it for "no build"); once the entry says
+    success, it is audited and passes."""
+    n, n_prompts = 706, 3
+    miner = honest("5Untracked706")
+    with FakeGitHub(repo=GITHUB_REPO) as github:
+        tracked = round_config(world, github, n, [miner], GENERATE_LEADER="false")
+        config = RoundConfig(
+            env=tracked.env, settings=tracked.settings.model_copy(update={"github_repo": None})
+        )
+        assert config.settings.round_policy().track_builds is False
+        stems = open_round(world, n, [miner], n_prompts)
+        require_audits(world.bare, n, [miner], stems)
+        async with (
+            running_workers_for(client, world, config),
+            round_loop(client, world, config, audit_policy(world)) as loop,
+        ):
+            audit_id = audit_workflow_id(n, miner.hotkey)
+            ticks = (await loop.describe()).history_length
+            await assert_eventually(
+                lambda: _history_grew(loop, ticks, by=20), timeout=30, interval=0.5
+            )
+            assert await status_of(client, audit_id) is None, "audited before its build existed"
+            status: RoundStatus = await loop.query("status", result_type=RoundStatus)
+            assert miner.hotkey in status.waiting, status
+            build = {
+                "repo": "demo/x",
+                "commit": miner_commit(miner),
+                "tag": build_tag(miner_commit(miner), round_tag(n)),
+                "status": "success",
+                "docker_image": miner.image,
+            }
+            commit_files(
+                world.bare,
+                {CompetitionPaths.builds(n): json.dumps({miner.hotkey: build})},
+                "builds from elsewhere",
+            )
+            await loop.signal("wake")
+            await wait_closed(client, [audit_id], timeout=90)
+    assert verdicts(world, n)[miner.hotkey]["outcome"] == AuditOutcome.PASSED
+
+
 # --- 5. leader.json is empty ------------------------------------------------------------------
 
 
