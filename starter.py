@@ -249,14 +249,11 @@ def render_preview_file(glb: Path, output: Path) -> str | None:
     except MeshLoadError as e:
         return str(e)
 
-    async def render() -> bytes:
-        renderer = PreviewRenderer()
-        try:
-            return await renderer.render(mesh)
-        finally:
-            renderer.close()
-
-    output.write_bytes(asyncio.run(render()))
+    renderer = PreviewRenderer()
+    try:
+        output.write_bytes(renderer.render_blocking(mesh))
+    finally:
+        renderer.close()
     return None
 
 

@@ -680,7 +680,7 @@ class CompetitionRepoActivities:
     async def read_round_snapshot(self, input: ReadRoundSnapshotInput) -> RoundSnapshot:
         """What the round loop needs, from one snapshot of the branch head: state.json, and for
         the round (`input.round`, else state.json's) its submissions, require_audit.json hotkeys,
-        the hotkeys with a verdict, builds.json, prompt count and the leader's image.
+        the hotkeys with a verdict, builds.json and the leader's image.
 
         Idempotent: a pure read. Permanent error: CompetitionFileInvalid (state.json missing or
         malformed names the file). Other miners' malformed entries are skipped with a warning.
@@ -752,8 +752,6 @@ class CompetitionRepoActivities:
         builds_text = source.read_text(builds_path)
         audits_path = CompetitionPaths.generation_audits(n)
         audits_text = source.read_text(audits_path)
-        prompts_path = CompetitionPaths.prompts(n)
-        prompts_text = source.read_text(prompts_path)
         return snapshot.model_copy(
             update={
                 "submissions": {}
@@ -766,9 +764,6 @@ class CompetitionRepoActivities:
                 if builds_text is None
                 else parse_builds(builds_path, builds_text, None, _skipped).root,
                 "audited": [] if audits_text is None else _decided(audits_path, audits_text),
-                "prompt_count": 0
-                if prompts_text is None
-                else len(parse_prompts(prompts_path, prompts_text).root),
             }
         )
 

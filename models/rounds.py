@@ -56,7 +56,7 @@ class RoundSnapshot(_Frozen):
     )
     builds: dict[str, BuildEntry] = Field(default_factory=dict)
     leader_image: str | None = Field(None, description="the last leader.json entry's docker")
-    prompt_count: int = 0
+    prompt_count: int = Field(0, description="unused, never filled; kept so histories decode")
 
 
 class ReadRoundSnapshotInput(_Frozen):

@@ -81,7 +81,7 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import ErrorType
     from models.rounds import BuildSettled, LeaderResult
     from workflows import options
-    from workflows.failures import failure, raise_if_cancelled
+    from workflows.failures import fail_with_cause, failure
     from workflows.legacy.audit_v1 import AuditV1
     from workflows.policy import coordinator, pod_tracker, verdict
 
@@ -230,9 +230,7 @@ class AuditWorkflow:
                 **options.READ_REPO,
             )
         except ActivityError as e:
-            raise_if_cancelled(e)  # an operator's cancel while reading is not a failure
-            message, error_type = failure(e)
-            raise ApplicationError(message, type=error_type, non_retryable=True) from e
+            fail_with_cause(e)  # an operator's cancel while reading stays a cancellation
         return files
 
     async def _await_build(self, files: RoundFiles, policy: AuditPolicy) -> str | None:

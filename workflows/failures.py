@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import NoReturn
 
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
@@ -22,3 +23,11 @@ def raise_if_cancelled(error: ActivityError) -> None:
     """An activity that ended because this workflow is being cancelled is not a pod failure."""
     if isinstance(error.cause, CancelledError):
         raise asyncio.CancelledError(str(error)) from error
+
+
+def fail_with_cause(error: ActivityError) -> NoReturn:
+    """End the workflow with the activity's own reason (what the Web UI shows first), not
+    "activity task failed"; a cancellation stays a cancellation."""
+    raise_if_cancelled(error)
+    message, error_type = failure(error)
+    raise ApplicationError(message, type=error_type, non_retryable=True) from error

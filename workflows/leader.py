@@ -16,7 +16,7 @@ Everything but reading and finishing is AuditWorkflow's (this class extends it).
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import options
     from workflows.audit import AuditWorkflow, _commit_message
-    from workflows.failures import failure, raise_if_cancelled
+    from workflows.failures import fail_with_cause
     from workflows.policy import pod_tracker
 
 
@@ -73,11 +73,7 @@ class LeaderGenerationWorkflow(AuditWorkflow):
                 **options.READ_REPO,
             )
         except ActivityError as e:
-            raise_if_cancelled(e)
-            # The workflow's own failure says why (e.g. an empty leader.json), not "activity
-            # task failed".
-            message, error_type = failure(e)
-            raise ApplicationError(message, type=error_type, non_retryable=True) from e
+            fail_with_cause(e)  # e.g. an empty leader.json, as the run's own failure
         # No distance, so no mismatch can stop the run early.
         policy = policy.model_copy(update={"early_exit": EarlyExit.NEVER})
         self._run = self._initial_run(leader.files, policy, leader.image, resume=True)

@@ -476,32 +476,18 @@ class PodWorkflow:
         audits started before that rule render the submitted GLB instead. Independent of the
         generation, so `_process` runs it while the pod generates.
         """
-        if assignment.submitted_png_url is not None:
-            try:
-                submitted_png = await workflow.execute_activity(
-                    "fetch_artifact",
-                    FetchArtifactInput(
-                        url=assignment.submitted_png_url, max_bytes=input.policy.max_glb_bytes
-                    ),
-                    result_type=ArtifactResult,
-                    summary=f"fetch submitted preview {assignment.stem}",
-                    **options.FETCH_ARTIFACT,
-                )
-            except ActivityError as e:
-                raise_if_cancelled(e)
-                return None, f"distance unknown: {failure(e)[0]}"
-            return submitted_png.uri, None
-        if assignment.submitted_glb_url is None:
-            return None, "the submission has no GLB to compare with"
         try:
-            submitted = await workflow.execute_activity(
-                "fetch_artifact",
-                FetchArtifactInput(
-                    url=assignment.submitted_glb_url, max_bytes=input.policy.max_glb_bytes
-                ),
-                result_type=ArtifactResult,
-                summary=f"fetch submitted {assignment.stem}",
-                **options.FETCH_ARTIFACT,
+            if assignment.submitted_png_url is not None:
+                fetched = await self._fetch_submitted(
+                    input,
+                    assignment.submitted_png_url,
+                    f"fetch submitted preview {assignment.stem}",
+                )
+                return fetched.uri, None
+            if assignment.submitted_glb_url is None:
+                return None, "the submission has no GLB to compare with"
+            submitted = await self._fetch_submitted(
+                input, assignment.submitted_glb_url, f"fetch submitted {assignment.stem}"
             )
             preview = await workflow.execute_activity(
                 "render_preview",
@@ -515,6 +501,17 @@ class PodWorkflow:
             return None, f"distance unknown: {failure(e)[0]}"
         return preview.uri, None
 
+    async def _fetch_submitted(self, input: PodInput, url: str, summary: str) -> ArtifactResult:
+        """The submission's file (preview PNG or GLB) in the artifact store."""
+        fetched: ArtifactResult = await workflow.execute_activity(
+            "fetch_artifact",
+            FetchArtifactInput(url=url, max_bytes=input.policy.max_glb_bytes),
+            result_type=ArtifactResult,
+            summary=summary,
+            **options.FETCH_ARTIFACT,
+        )
+        return fetched
+
     async def _distance(
         self,
         input: PodInput,
@@ -522,7 +519,7 @@ class PodWorkflow:
         png_uri: str,
         submitted: asyncio.Future[tuple[str | None, str | None]],
     ) -> tuple[float | None, str | None]:
-        """DINOv3 distance to our own render of the submitted GLB; None (a mismatch) if unknown."""
+        """DINOv3 distance to the submitted preview; None (a mismatch) if unknown."""
         submitted_uri, problem = await submitted
         if submitted_uri is None:
             return None, problem
