@@ -153,11 +153,19 @@ class PodActivities:
         if input.visibility_timeout is not None:
             return await self._await_visible_then_healthy(input, input.visibility_timeout, provider)
         started = _first_started_at()
+        # Beats in the background: a slow provider or /health call never outlasts the heartbeat
+        # timeout, whatever its own timeout.
+        async with heartbeating(self._heartbeat, lambda: (started,)):
+            return await self._await_healthy_v1(input, provider, started)
+
+    async def _await_healthy_v1(
+        self, input: AwaitPodHealthyInput, provider: GpuProvider, started: float
+    ) -> PodRef:
+        pod = input.pod
         deadline = started + input.timeout.total_seconds()
         polls = 0
         while True:
             polls += 1
-            activity.heartbeat(started)
             poll = await self._poll_once(pod, provider, deadline)
             waited = time.time() - started
             if poll.ready is not None:

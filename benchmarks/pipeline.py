@@ -245,7 +245,9 @@ async def measure(
     generates = []
     answers: list[dict[str, Any]] = []
     for index in range(result.pods_started):
-        pod = client.get_workflow_handle(pod_child_id(handle.id, index))
+        pod = client.get_workflow_handle(
+            pod_child_id(handle.id, index, handle.first_execution_run_id)
+        )
         generates.append(activity_spans(await pod.fetch_history(), "generate", answers))
     idle = miner_idle_gaps(root / f"calls-{loops}.jsonl")
     return Row(

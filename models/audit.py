@@ -54,7 +54,31 @@ class AuditPolicy(_Frozen):
         20.0, gt=0, description="a generate call silent this long means its worker died"
     )
     pod_idle_check_seconds: float = Field(
-        1800.0, gt=0, description="an idle pod checks this often that its audit still exists"
+        300.0,
+        gt=0,
+        description="a pod that has not heard from its audit this long checks that it still "
+        "exists (busy or idle; pods of audits without the `pod-watchdog` marker: idle only)",
+    )
+    pod_liveness_check_seconds: float = Field(
+        120.0, gt=0, description="how often the audit checks that its pod children still run"
+    )
+    service_notice_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="a call to our own services (render, score, store, prompts) unanswered this "
+        "long makes the audit show waiting_for_service",
+    )
+    service_outage_limit_seconds: float = Field(
+        21600.0,
+        gt=0,
+        description="how long a pod waits for our own services; past it the audit fails without "
+        "a verdict (an outage of ours is never charged to the miner)",
+    )
+    assignment_overhead_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="besides the generation's own timeouts, how long fetching, rendering and "
+        "scoring one prompt may take before its pod counts as stuck",
     )
     # Upstream c263c11 rules added with AuditWorkflow v2 (REFERENCE.md sections 6-12).
     prompt_lock_timeout_seconds: float = Field(600.0, gt=0, description="PROMPT_LOCK_TIMEOUT")
@@ -131,6 +155,8 @@ class AuditStatus(StrEnum):
     READING = "reading"
     WAITING_FOR_BUILD = "waiting_for_build"
     GENERATING = "generating"
+    WAITING_FOR_SERVICE = "waiting_for_service"
+    """A pod waits for one of our services (GPU queue, store): nothing is charged meanwhile."""
     WRITING = "writing"
     PASSED = "passed"
     REJECTED = "rejected"
@@ -149,6 +175,9 @@ class AuditProgress(_Frozen):
     critical_mismatches: int = 0
     pods_active: int = 0
     pods_started: int = 0
+    waiting_for: list[str] = Field(
+        default_factory=list, description="our services pods are waiting for (an outage)"
+    )
 
 
 class PodRef(_Frozen):
@@ -219,6 +248,7 @@ class PodReady(_Frozen):
 
     event: Literal["pod_ready"] = "pod_ready"
     audit_run_id: str = ""
+    pod_workflow_id: str = Field("", description="the sender (a foreign run's pod is stopped)")
     slot: int
     attempt: int
     pod_name: str
@@ -236,6 +266,7 @@ class PromptResult(_Frozen):
 
     event: Literal["pod_result"] = "pod_result"
     audit_run_id: str = ""
+    pod_workflow_id: str = Field("", description="the sender (a foreign run's pod is stopped)")
     slot: int
     attempt: int
     pod_name: str = ""
@@ -256,6 +287,7 @@ class PodFinished(_Frozen):
 
     event: Literal["pod_finished"] = "pod_finished"
     audit_run_id: str = ""
+    pod_workflow_id: str = Field("", description="the sender (a foreign run's pod is stopped)")
     slot: int
     attempt: int
     pod_name: str
@@ -266,7 +298,23 @@ class PodFinished(_Frozen):
     unfinished_assignment: str | None = None
 
 
-PodEvent = Annotated[PodReady | PromptResult | PodFinished, Field(discriminator="event")]
+class PodWaiting(_Frozen):
+    """Signal pod -> parent: a call to one of our services has not answered for a while (or
+    has now); the audit shows waiting_for_service meanwhile."""
+
+    event: Literal["pod_waiting"] = "pod_waiting"
+    audit_run_id: str = ""
+    pod_workflow_id: str = ""
+    slot: int
+    attempt: int
+    pod_name: str
+    service: str
+    waiting: bool
+
+
+PodEvent = Annotated[
+    PodReady | PromptResult | PodFinished | PodWaiting, Field(discriminator="event")
+]
 """Anything a pod tells its parent; the parent's inbox holds these in arrival order."""
 
 
@@ -560,6 +608,9 @@ class Outstanding(BaseModel):
     assignment_id: str
     stem: str
     is_retry: bool
+    issued_at: datetime | None = Field(
+        None, description="when it was handed out (keyed audits: the busy-slot deadline)"
+    )
 
 
 class AuditPod(BaseModel):
@@ -570,6 +621,7 @@ class AuditPod(BaseModel):
     workflow_id: str
     phase: PodPhase = PodPhase.ACQUIRING
     ever_ready: bool = False
+    waiting_for: str | None = Field(None, description="our service it waits for (an outage)")
     outstanding: list[Outstanding] = Field(default_factory=list)
     tracker: PodTracker = Field(default_factory=PodTracker)
 

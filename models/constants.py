@@ -64,9 +64,39 @@ def pod_name(round_number: int, hotkey: str, slot: int, attempt: int) -> str:
     return f"{pod_name_prefix(round_number, hotkey)}{slot}-{attempt}"
 
 
-def pod_child_id(audit_id: str, index: int) -> str:
-    """Child id of a v2 audit's `index`-th pod start."""
-    return f"{audit_id}-pod-{index}"
+def pod_child_id(audit_id: str, index: int, run_chain_id: str | None = None) -> str:
+    """Child id of a v2 audit's `index`-th pod start.
+
+    With the audit's run chain (audits with the `run-keyed-pods` marker) the id carries its key,
+    so a re-run of the audit (after a failure, a termination, a re-audit) never meets the
+    previous run's children: `audit-{round}-{hotkey}-pod-{key}-{i}`.
+    """
+    if run_chain_id is None:
+        return f"{audit_id}-pod-{index}"
+    return f"{audit_id}-pod-{run_key(run_chain_id)}-{index}"
+
+
+RUN_KEY_LENGTH = 8
+
+
+def run_key(run_chain_id: str) -> str:
+    """Short key of an audit's run chain: the last hex digits of its first run id (the random
+    ones: Temporal's UUIDv7 run ids start with a timestamp)."""
+    return run_chain_id.replace("-", "")[-RUN_KEY_LENGTH:].lower()
+
+
+def rented_pod_name(round_number: int, hotkey: str, index: int, run_chain_id: str) -> str:
+    """The name a keyed audit rents its pod under: upstream's name plus the run key, so a
+    re-run's pods never share a name with the previous run's (the sweep prefix still finds
+    both). pod_stats.json keeps upstream's name."""
+    return f"{upstream_pod_name(round_number, hotkey, index)}-{run_key(run_chain_id)}"
+
+
+def unkeyed_pod_name(name: str) -> str:
+    """Upstream's pod name of a rented one (the run key dropped); other names unchanged."""
+    base, _, key = name.rpartition("-")
+    keyed = base.startswith("miner-") and len(key) == RUN_KEY_LENGTH and base[-1:].isdigit()
+    return base if keyed and all(c in "0123456789abcdef" for c in key) else name
 
 
 def upstream_pod_name(round_number: int, hotkey: str, index: int) -> str:

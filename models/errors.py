@@ -25,6 +25,9 @@ class ErrorType(StrEnum):
     SCORING_MODEL_UNAVAILABLE = "ScoringModelUnavailable"  # DINOV3_MODEL cannot be loaded
     GIT_PUSH_CONFLICT = "GitPushConflict"
     NOT_READY = "NotReady"
+    SERVICE_UNAVAILABLE = "ServiceUnavailable"
+    """One of our services (GPU queue, artifact store, prompt server) stayed down past
+    SERVICE_OUTAGE_LIMIT: the audit fails without a verdict; never charged to the miner."""
 
 
 PERMANENT_ERRORS: list[str] = [

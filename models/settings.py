@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     retry_delta_min_samples: int = Field(3, ge=0, alias="RETRY_DELTA_MIN_SAMPLES")
     download_timeout_seconds: float = Field(180.0, gt=0, alias="DOWNLOAD_TIMEOUT")
     check_pod_interval_seconds: float = Field(30.0, gt=0, alias="CHECK_POD_INTERVAL")
+    pod_idle_check_seconds: float = Field(300.0, gt=0, alias="POD_IDLE_CHECK")
+    pod_liveness_check_seconds: float = Field(120.0, gt=0, alias="POD_LIVENESS_CHECK")
+    service_notice_seconds: float = Field(120.0, gt=0, alias="SERVICE_NOTICE")
+    service_outage_limit_seconds: float = Field(21600.0, gt=0, alias="SERVICE_OUTAGE_LIMIT")
     pod_acquisition_retry_interval_seconds: float = Field(
         120.0, ge=0, alias="POD_ACQUISITION_RETRY_INTERVAL"
     )
@@ -187,6 +191,10 @@ class Settings(BaseSettings):
             retry_delta_min_samples=self.retry_delta_min_samples,
             download_timeout_seconds=self.download_timeout_seconds,
             check_pod_interval_seconds=self.check_pod_interval_seconds,
+            pod_idle_check_seconds=self.pod_idle_check_seconds,
+            pod_liveness_check_seconds=self.pod_liveness_check_seconds,
+            service_notice_seconds=self.service_notice_seconds,
+            service_outage_limit_seconds=self.service_outage_limit_seconds,
             pod_acquisition_retry_interval_seconds=self.pod_acquisition_retry_interval_seconds,
             pod_acquisition_max_attempts=self.pod_acquisition_max_attempts,
             pod_visibility_timeout_seconds=self.pod_visibility_timeout_seconds,

@@ -23,6 +23,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from models.constants import pod_child_id
 from models.settings import Settings
 
 T = TypeVar("T")
@@ -191,3 +192,10 @@ def make_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+async def pod_workflow_id(client: Client, audit_id: str, index: int) -> str:
+    """The id of an audit's `index`-th pod child, keyed by the audit's run chain."""
+    description = await client.get_workflow_handle(audit_id).describe()
+    chain = description.raw_description.workflow_execution_info.first_run_id
+    return pod_child_id(audit_id, index, chain or description.run_id)

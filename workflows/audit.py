@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
         Assignment,
@@ -50,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         PodInput,
         PodPhase,
         PodReady,
+        PodWaiting,
         PrefetchPromptsInput,
         PrefetchPromptsResult,
         PromptResult,
@@ -75,15 +79,22 @@ with workflow.unsafe.imports_passed_through():
         SEARCH_ATTRIBUTE_ROUND,
         pod_child_id,
         pod_name_prefix,
+        rented_pod_name,
         short_pod_id,
         upstream_pod_name,
     )
     from models.errors import ErrorType
-    from models.rounds import BuildSettled, LeaderResult
-    from workflows import options
-    from workflows.failures import fail_with_cause, failure
-    from workflows.legacy.audit_v1 import AuditV1
-    from workflows.policy import coordinator, pod_tracker, verdict
+    from models.rounds import (
+        BuildSettled,
+        LeaderResult,
+        WorkflowStatusesInput,
+        WorkflowStatusesResult,
+    )
+
+from workflows import options
+from workflows.failures import fail_with_cause, failure
+from workflows.legacy.audit_v1 import AuditV1
+from workflows.policy import coordinator, pod_tracker, verdict
 
 ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
 HOTKEY_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_HOTKEY)
@@ -94,6 +105,12 @@ AUDIT_V2_PATCH = "audit-v2"
 VANISHED = "pod workflow closed unexpectedly"
 SUBMITTED_PNG_PATCH = "compare-submitted-png"
 """Marker of audits whose pods compare with the submitted preview PNG (upstream c263c11)."""
+RUN_KEYED_PATCH = "run-keyed-pods"
+"""Marker of audits whose pod children and pods carry the run chain's key (a re-run never meets
+the previous run's), whose children are watched (one that closed without `pod_finished`, or holds
+an assignment past its deadline, is replaced) and which stop a foreign run's pods."""
+STUCK = "held an assignment past its deadline"
+FOREIGN_RUN = "its audit was re-run"
 
 
 @workflow.defn(name="AuditWorkflow")
@@ -111,6 +128,10 @@ class AuditWorkflow:
         self._prefetch: workflow.ActivityHandle[PrefetchPromptsResult] | None = None
         self._settled: BuildEntry | None = None  # from the build tracker's signal
         self._hotkey = input.hotkey
+        self._keyed_memo: bool | None = None
+        self._watched: set[int] = set()  # pods whose child handle this run holds
+        self._foreign_stopped: set[str] = set()  # pod children of other runs told to stop
+        self._next_liveness: datetime | None = None
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -146,6 +167,7 @@ class AuditWorkflow:
                 await self._start_due_pods()
                 await self._dispatch()
                 self._commit_progress()
+                await self._check_pods()
                 if workflow.info().is_continue_as_new_suggested():
                     await self._continue_as_new(input)
                 await self._wait_for_events()
@@ -192,6 +214,11 @@ class AuditWorkflow:
         """From PodWorkflow: the pod was deleted, and why it ended."""
         self._inbox.append(message)
 
+    @workflow.signal(name="pod_waiting")
+    def pod_waiting(self, message: PodWaiting) -> None:
+        """From PodWorkflow: it waits for one of our services (or no longer does)."""
+        self._inbox.append(message)
+
     @workflow.signal(name="build_settled")
     def build_settled(self, message: BuildSettled) -> None:
         """From BuildTrackingWorkflow: this miner's build is terminal (wakes the build wait)."""
@@ -216,6 +243,7 @@ class AuditWorkflow:
             critical_mismatches=counts.critical,
             pods_active=sum(1 for p in run.pods if p.phase is not PodPhase.FINISHED),
             pods_started=run.pods_started,
+            waiting_for=self._waiting_for(run),
         )
 
     # --- reading and the build ------------------------------------------------------------------
@@ -338,6 +366,10 @@ class AuditWorkflow:
         if (run.generated_dirty or run.stats_dirty) and run.last_commit_at is not None:
             interval = timedelta(seconds=run.policy.generated_commit_interval_seconds)
             wakes.append(run.last_commit_at + interval)
+        if self._next_liveness is not None and any(
+            p.phase is not PodPhase.FINISHED for p in run.pods
+        ):
+            wakes.append(self._next_liveness)
         timeout = max(min(wakes) - now, timedelta(seconds=1)) if wakes else None
         try:
             await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout)
@@ -351,6 +383,8 @@ class AuditWorkflow:
             if event.audit_run_id != run.run_chain_id:
                 # A pod of an earlier audit with this id (failed, re-run): not ours.
                 workflow.logger.warning("ignoring %s of another run: %s", event.event, event)
+                if isinstance(event, PodReady | PromptResult) and self._keyed():
+                    await self._stop_foreign(event)
                 continue
             pod = self._pod(event.slot)
             if pod is None:
@@ -359,8 +393,11 @@ class AuditWorkflow:
                 self._on_ready(run, pod)
             elif isinstance(event, PromptResult):
                 await self._on_result(run, pod, event)
+            elif isinstance(event, PodWaiting):
+                self._on_waiting(run, pod, event)
             else:
                 self._on_finished(run, pod, event)
+        self._show_waiting(run)
 
     def _on_ready(self, run: AuditRun, pod: AuditPod) -> None:
         if pod.phase is not PodPhase.ACQUIRING:
@@ -375,6 +412,14 @@ class AuditWorkflow:
         held = [o for o in pod.outstanding if o.assignment_id == event.assignment_id]
         if not held:
             return  # stale or duplicate: that assignment was already settled
+        if event.error_type == ErrorType.SERVICE_UNAVAILABLE:
+            # Our outage outlasted SERVICE_OUTAGE_LIMIT: no verdict rather than a wrong one.
+            raise ApplicationError(
+                f"{event.stem}: {event.error}; our service stayed down past "
+                f"SERVICE_OUTAGE_LIMIT, no verdict written (re-run the audit when it is back)",
+                type=ErrorType.SERVICE_UNAVAILABLE,
+                non_retryable=True,
+            )
         pod.outstanding.remove(held[0])
         prompt = run.prompts[held[0].stem]
         if event.error_type == ErrorType.PROMPT_UNAVAILABLE:
@@ -407,10 +452,35 @@ class AuditWorkflow:
             workflow.logger.warning("%s is bad: %s", short_pod_id(pod.pod_name), reason)
             await self._stop_pod(pod, reason)
 
+    def _on_waiting(self, run: AuditRun, pod: AuditPod, event: PodWaiting) -> None:
+        if pod.phase is PodPhase.FINISHED:
+            return
+        if event.waiting:
+            workflow.logger.warning("%s waits for our %s", pod.workflow_id, event.service)
+            pod.waiting_for = event.service
+            return
+        pod.waiting_for = None
+        now = workflow.now()
+        for held in pod.outstanding:  # the busy-slot deadline restarts after our outage
+            held.issued_at = now
+
+    def _waiting_for(self, run: AuditRun) -> list[str]:
+        live = [p for p in run.pods if p.phase is not PodPhase.FINISHED]
+        return sorted({p.waiting_for for p in live if p.waiting_for is not None})
+
+    def _show_waiting(self, run: AuditRun) -> None:
+        """The status (and search attribute) says when pods wait for our services."""
+        waiting = bool(self._waiting_for(run))
+        if waiting and self._status is AuditStatus.GENERATING:
+            self._set_status(AuditStatus.WAITING_FOR_SERVICE)
+        elif not waiting and self._status is AuditStatus.WAITING_FOR_SERVICE:
+            self._set_status(AuditStatus.GENERATING)
+
     def _on_finished(self, run: AuditRun, pod: AuditPod, event: PodFinished) -> None:
         if pod.phase is PodPhase.FINISHED:
             return
         pod.phase = PodPhase.FINISHED
+        pod.waiting_for = None
         for held in pod.outstanding:
             prompt = run.prompts[held.stem]
             if prompt.locked_by == short_pod_id(pod.pod_name):
@@ -466,6 +536,7 @@ class AuditWorkflow:
                     assignment_id=f"{prompt.stem}#{prompt.issued}",
                     stem=prompt.stem,
                     is_retry=is_retry,
+                    issued_at=now,
                 )
                 pod.outstanding.append(held)
                 sends.append(self._assign(pod, prompt, held))
@@ -499,8 +570,9 @@ class AuditWorkflow:
         entry = self._require_run().round_files.submitted.get(stem)
         return entry.png if entry is not None else None
 
-    def _pod_vanished(self, pod: AuditPod) -> None:
-        """A pod child closed without pod_finished: treat it as finished, marked bad."""
+    def _pod_vanished(self, pod: AuditPod, reason: str = VANISHED) -> None:
+        """A pod child closed without pod_finished (or is stuck): treat it as finished, marked
+        bad; its work is released and its slot replaced as for any dead pod."""
         run = self._require_run()
         self._inbox.append(
             PodFinished(
@@ -509,10 +581,97 @@ class AuditWorkflow:
                 pod_name=pod.pod_name,
                 stats=pod_tracker.to_stats(pod.tracker, pod.pod_name),
                 marked_bad=True,
-                reason=VANISHED,
+                reason=reason,
                 audit_run_id=run.run_chain_id,
             )
         )
+
+    # --- watching the pod children (audits with the run-keyed-pods marker) ---------------------
+
+    def _keyed(self) -> bool:
+        """Whether this audit keys its pods by run chain and watches them (RUN_KEYED_PATCH)."""
+        if self._keyed_memo is None:
+            self._keyed_memo = workflow.patched(RUN_KEYED_PATCH)
+        return self._keyed_memo
+
+    def _on_child_closed(self, pod: AuditPod, handle: Any) -> None:
+        """A watched child ended. A normal end already sent pod_finished; any other (terminated,
+        failed, timed out, reset away) is a vanished pod, noticed at once."""
+        if handle.cancelled() or handle.exception() is not None:
+            if pod.phase is not PodPhase.FINISHED:
+                workflow.logger.warning("pod %s closed without finishing", pod.workflow_id)
+                self._pod_vanished(pod)
+
+    async def _check_pods(self) -> None:
+        """Every POD_LIVENESS_CHECK: a pod holding an assignment past its deadline is stuck
+        (replaced, its child cancelled); a pod child this run does not watch (started before a
+        continue-as-new) that no longer runs has vanished."""
+        if not self._keyed():
+            return
+        run = self._require_run()
+        now = workflow.now()
+        policy = run.policy
+        if self._next_liveness is None or now < self._next_liveness:
+            if self._next_liveness is None:
+                self._next_liveness = now + timedelta(seconds=policy.pod_liveness_check_seconds)
+            return
+        self._next_liveness = now + timedelta(seconds=policy.pod_liveness_check_seconds)
+        live = [p for p in run.pods if p.phase is not PodPhase.FINISHED]
+        deadline = timedelta(
+            seconds=2 * (policy.generation_timeout_seconds + policy.download_timeout_seconds)
+            + policy.assignment_overhead_seconds
+        )
+        unwatched = []
+        for pod in live:
+            issued = [o.issued_at for o in pod.outstanding if o.issued_at is not None]
+            if issued and pod.waiting_for is None and now - min(issued) > deadline:
+                workflow.logger.warning("%s is stuck: no result in %s", pod.workflow_id, deadline)
+                self._pod_vanished(pod, STUCK)
+                await self._cancel_child(pod.workflow_id)
+            elif pod.index not in self._watched:
+                unwatched.append(pod)
+        if not unwatched:
+            return
+        try:
+            statuses = await workflow.execute_activity(
+                "workflow_statuses",
+                WorkflowStatusesInput(ids=[p.workflow_id for p in unwatched]),
+                result_type=WorkflowStatusesResult,
+                summary="are the pod children still running?",
+                **options.DESCRIBE_WORKFLOWS,
+            )
+        except ActivityError as e:  # checked again next time
+            workflow.logger.warning("could not check the pod children: %s", failure(e)[0])
+            return
+        for pod in unwatched:
+            if statuses.statuses.get(pod.workflow_id) != "RUNNING":
+                self._pod_vanished(pod)
+
+    async def _stop_foreign(self, event: PodReady | PromptResult) -> None:
+        """A pod of another run of this audit id (it was re-run) reached us: stop it, once, so it
+        deletes its pod instead of waiting for work that never comes."""
+        sender = event.pod_workflow_id or pod_child_id(workflow.info().workflow_id, event.slot)
+        if sender in self._foreign_stopped:
+            return
+        self._foreign_stopped.add(sender)
+        await self._signal_stop(sender, FOREIGN_RUN)
+
+    async def _signal_stop(self, workflow_id: str, reason: str) -> bool:
+        """Tell a pod child to finish and delete its pod; False if it is already gone."""
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).signal(
+                "stop", StopPod(reason=reason)
+            )
+        except Exception as e:  # the child closed without telling us
+            workflow.logger.warning("pod %s is gone: %s", workflow_id, e)
+            return False
+        return True
+
+    async def _cancel_child(self, workflow_id: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).cancel()
+        except Exception as e:  # already closed
+            workflow.logger.info("pod %s not cancelled: %s", workflow_id, e)
 
     def _all_done(self) -> bool:
         run = self._require_run()
@@ -570,14 +729,42 @@ class AuditWorkflow:
         files = run.round_files
         index = run.pods_started
         run.pods_started += 1
-        providers = run.policy.gpu_providers
+        keyed = self._keyed()
         pod = AuditPod(
             index=index,
             pod_name=upstream_pod_name(files.round, files.hotkey, index),
-            workflow_id=pod_child_id(info.workflow_id, index),
+            workflow_id=pod_child_id(info.workflow_id, index, run.run_chain_id if keyed else None),
+        )
+        rented = (
+            rented_pod_name(files.round, files.hotkey, index, run.run_chain_id)
+            if keyed
+            else pod.pod_name
         )
         run.pods.append(pod)
-        await workflow.start_child_workflow(
+        try:
+            handle = await self._start_pod_child(pod, rented)
+        except WorkflowAlreadyStartedError:
+            if not keyed:
+                raise
+            # Only a reset of this audit (same run chain) gets here: that child is not ours to
+            # command any more. Stop it; this start counts as a pod that never became healthy.
+            workflow.logger.warning("%s already runs (audit reset?); stopping it", pod.workflow_id)
+            await self._signal_stop(pod.workflow_id, FOREIGN_RUN)
+            pod.phase = PodPhase.FINISHED
+            if run.expanded:
+                self._top_up()
+            return
+        if keyed:
+            self._watched.add(index)
+            handle.add_done_callback(lambda h: self._on_child_closed(pod, h))
+
+    async def _start_pod_child(self, pod: AuditPod, rented: str) -> Any:
+        run = self._require_run()
+        info = workflow.info()
+        files = run.round_files
+        providers = run.policy.gpu_providers
+        index = pod.index
+        return await workflow.start_child_workflow(
             "PodWorkflow",
             PodInput(
                 audit_workflow_id=info.workflow_id,
@@ -586,7 +773,7 @@ class AuditWorkflow:
                 hotkey=files.hotkey,
                 slot=index,
                 attempt=0,
-                pod_name=pod.pod_name,
+                pod_name=rented,
                 provider=providers[index % len(providers)],
                 image=run.image,
                 seed=files.seed,
@@ -596,19 +783,14 @@ class AuditWorkflow:
             id=pod.workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"pod {pod.pod_name}",
+            static_summary=f"pod {rented}",
         )
 
     async def _stop_pod(self, pod: AuditPod, reason: str) -> None:
         if pod.phase in (PodPhase.STOPPING, PodPhase.FINISHED):
             return
         pod.phase = PodPhase.STOPPING
-        try:
-            await workflow.get_external_workflow_handle(pod.workflow_id).signal(
-                "stop", StopPod(reason=reason)
-            )
-        except Exception as e:  # the child closed without telling us
-            workflow.logger.warning("pod %s is gone: %s", pod.workflow_id, e)
+        if not await self._signal_stop(pod.workflow_id, reason):
             self._pod_vanished(pod)
 
     async def _stop_all_pods(self, reason: str) -> None:
@@ -652,12 +834,12 @@ class AuditWorkflow:
         """Cancel every pod child still running, then sweep pods by prefix."""
         run = self._require_run()
         for pod in run.pods:
-            if pod.phase is PodPhase.FINISHED:
-                continue
-            try:
-                await workflow.get_external_workflow_handle(pod.workflow_id).cancel()
-            except Exception as e:  # already closed
-                workflow.logger.info("pod %s not cancelled: %s", pod.workflow_id, e)
+            if pod.phase is not PodPhase.FINISHED:
+                await self._cancel_child(pod.workflow_id)
+                if pod.ever_ready and pod.pod_name not in run.pod_stats:
+                    # Upstream: every pod that became healthy has a pod_stats entry.
+                    run.pod_stats[pod.pod_name] = pod_tracker.to_stats(pod.tracker, pod.pod_name)
+                    run.stats_dirty = True
         await self._sweep()
 
     async def _continue_as_new(self, input: AuditInput) -> None:

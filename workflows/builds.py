@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import JsonFileWrite, WriteFilesInput, WriteFilesResult
     from models.competition import BuildEntry, CompetitionPaths
@@ -38,9 +40,10 @@ with workflow.unsafe.imports_passed_through():
         RoundPolicy,
         RoundSnapshot,
     )
-    from workflows import options
-    from workflows.failures import failure
-    from workflows.policy import builds as build_policy
+
+from workflows import options
+from workflows.failures import failure
+from workflows.policy import builds as build_policy
 
 
 @workflow.defn(name="BuildTrackingWorkflow")

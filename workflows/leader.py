@@ -18,6 +18,8 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
         AuditInput,
@@ -37,10 +39,11 @@ with workflow.unsafe.imports_passed_through():
         LeaderResult,
         ReadLeaderFilesInput,
     )
-    from workflows import options
-    from workflows.audit import AuditWorkflow, _commit_message
-    from workflows.failures import fail_with_cause
-    from workflows.policy import pod_tracker
+
+from workflows import options
+from workflows.audit import AuditWorkflow, _commit_message
+from workflows.failures import fail_with_cause
+from workflows.policy import pod_tracker
 
 
 def _as_audit(input: LeaderInput) -> AuditInput:

@@ -95,15 +95,25 @@ DESCRIBE_WORKFLOWS = ActivityOptions(
 )
 
 
-def gpu(task_queue: str) -> ActivityOptions:
-    """Render / score on the GPU workers' queue (the policy names it, default `gpu`)."""
+def gpu(task_queue: str, outage_limit: timedelta = timedelta(hours=1)) -> ActivityOptions:
+    """Render / score on the GPU workers' queue (the policy names it, default `gpu`).
+
+    No schedule-to-start limit: with the GPU workers down the call waits in the queue, and
+    retryable failures back off, until `outage_limit` (SERVICE_OUTAGE_LIMIT) - an outage of
+    ours is waited out, never turned into a failed prompt.
+    """
     return ActivityOptions(
         task_queue=task_queue,
         start_to_close_timeout=timedelta(minutes=5),
         heartbeat_timeout=timedelta(seconds=10),  # a lost completion is retried in seconds
-        schedule_to_close_timeout=timedelta(hours=1),
+        schedule_to_close_timeout=outage_limit,
         retry_policy=BACKOFF,
     )
+
+
+def our_service(base: ActivityOptions, outage_limit: timedelta) -> ActivityOptions:
+    """`base` retried (backing off) for as long as an outage of ours may last."""
+    return ActivityOptions(**{**base, "schedule_to_close_timeout": outage_limit})
 
 
 def await_pod_healthy(warmup: timedelta) -> ActivityOptions:

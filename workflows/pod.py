@@ -27,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
         ArtifactResult,
@@ -49,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         PodInput,
         PodReady,
         PodRef,
+        PodWaiting,
         PodWorkflowResult,
         PromptResult,
         PromptResultKind,
@@ -60,12 +64,30 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.competition import PodStats
     from models.errors import ErrorType
-    from workflows import options
-    from workflows.failures import failure, raise_if_cancelled
-    from workflows.legacy.pod_v1 import PodV1
 
+from workflows import options
+from workflows.failures import failure, raise_if_cancelled
+from workflows.legacy.pod_v1 import PodV1
+
+_T = TypeVar("_T")
 SEEN_ASSIGNMENTS_KEPT = 1000
 HEALTH_LOST = "stopped answering /health"
+AUDIT_GONE = "audit is gone"
+WATCHDOG_PATCH = "pod-watchdog"
+"""Marker of pods that check their audit exists busy or idle (after POD_IDLE_CHECK of silence)
+and leave at once, cancelling the work in flight, when it is gone. Before it: idle pods only.
+The same marker makes a pod tell its audit when it waits for one of our services."""
+MINER_CAUSED = frozenset(
+    {ErrorType.RENDER_FAILED, ErrorType.SUBMISSION_UNAVAILABLE, ErrorType.PROMPT_UNAVAILABLE}
+)
+"""Failures of our render/score/store/prompt calls that the submission itself caused (its GLB
+or preview unreadable, its file gone, the prompt image gone); anything else is ours."""
+
+
+class _OurOutage(Exception):
+    """A call to one of our services failed past SERVICE_OUTAGE_LIMIT: not the miner's doing."""
+
+
 _CONTINUE = "continue-as-new"
 _POD_MAY_BE_DOWN = (ErrorType.MINER_FAILED, ErrorType.MINER_TIMEOUT)
 """Generate failures the pod itself may have caused: /health is probed before the next request."""
@@ -87,6 +109,8 @@ class PodWorkflow:
         self._end: str | None = None  # why the loops stopped taking work (besides `stop`)
         self._gpu = asyncio.Lock()  # one generation at a time on the pod's GPU
         self._gpu_free: list[str] = []  # assignments whose response headers arrived
+        self._last_heard = workflow.now()  # last signal the audit accepted
+        self._watched = False  # WATCHDOG_PATCH: decided when serving starts
 
     @workflow.run
     async def run(self, input: PodInput) -> PodWorkflowResult:
@@ -135,6 +159,7 @@ class PodWorkflow:
                         deployed=self._pod is not None,
                         reason=reason,
                         audit_run_id=input.audit_run_id,
+                        pod_workflow_id=workflow.info().workflow_id,
                     ),
                 )
         if continue_as_new:
@@ -270,14 +295,48 @@ class PodWorkflow:
         for our side (upstream's generation_pipeline).
         """
         count = max(1, input.policy.max_concurrent_prompts_per_pod)
-        loops = [asyncio.ensure_future(self._loop(input, i == 0)) for i in range(count)]
+        watched = self._watched = workflow.patched(WATCHDOG_PATCH)
+        pings = not watched  # before the watchdog, the first loop pinged when idle
+        loops = [asyncio.ensure_future(self._loop(input, pings and i == 0)) for i in range(count)]
+        work = asyncio.gather(*loops)
+        watchdog = asyncio.ensure_future(self._watch(input)) if watched else None
         try:
-            await asyncio.gather(*loops)
-        except BaseException:
+            if watchdog is None:
+                await work
+                return
+            either: list[asyncio.Future[Any]] = [work, watchdog]
+            await workflow.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                watchdog.cancel()
+                await work
+                return
+            # The audit is gone: nobody will read what is in flight; stop now, delete the pod.
+            self._end = self._end or AUDIT_GONE
+            workflow.logger.warning("%s: the audit is gone; leaving now", input.pod_name)
             for loop in loops:
                 loop.cancel()
             await workflow.wait(loops)
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+        except BaseException:
+            for task in [*loops, *([watchdog] if watchdog else [])]:
+                task.cancel()
+            await workflow.wait(loops)
+            if work.done() and not work.cancelled():
+                work.exception()  # retrieved: the loops' own errors are raised below
             raise
+
+    async def _watch(self, input: PodInput) -> None:
+        """Returns when the audit is gone: after POD_IDLE_CHECK without a signal the audit took,
+        busy or idle, ping it (a pod_ready it ignores unless it is acquiring)."""
+        interval = timedelta(seconds=input.policy.pod_idle_check_seconds)
+        while True:
+            due = self._last_heard + interval
+            if workflow.now() < due:
+                await workflow.sleep(due - workflow.now())
+                continue
+            if not await self._tell_parent(input, self._ready(input)):
+                return
 
     def _taking_work(self) -> bool:
         return self._stop is None and self._end is None
@@ -286,7 +345,7 @@ class PodWorkflow:
         """One processing loop: take an assignment, process it, report it, repeat."""
         while True:
             if not await self._wait_for_work(input, pings):
-                self._end = self._end or "audit is gone"
+                self._end = self._end or AUDIT_GONE
             if not self._taking_work():
                 return
             if workflow.info().is_continue_as_new_suggested():
@@ -303,7 +362,7 @@ class PodWorkflow:
                 continue
             self._processed += 1
             if not await self._tell_parent(input, result):
-                self._end = self._end or "audit is gone"
+                self._end = self._end or AUDIT_GONE
                 return
 
     async def _wait_for_work(self, input: PodInput, pings: bool) -> bool:
@@ -348,29 +407,56 @@ class PodWorkflow:
         pod_url = self._live_pod().url
         if pod_url is None:
             raise ApplicationError(f"pod {input.pod_name} has no URL", non_retryable=True)
-        base = {
+        base: dict[str, Any] = {
             "slot": input.slot,
             "attempt": input.attempt,
             "pod_name": input.pod_name,
             "assignment_id": assignment.assignment_id,
             "stem": assignment.stem,
             "audit_run_id": input.audit_run_id,
+            "pod_workflow_id": workflow.info().workflow_id,
         }
-        policy = input.policy
         try:
-            await workflow.execute_activity(
-                "fetch_prompt",
-                FetchPromptInput(round=input.round, url=assignment.prompt_url),
-                result_type=ArtifactResult,
-                summary=f"fetch prompt {assignment.stem}",
-                **options.FETCH_PROMPT,
+            return await self._generate_and_score_or_wait(
+                input, assignment, submitted, base, pod_url
             )
-        except ActivityError as e:
-            raise_if_cancelled(e)
+        except _OurOutage as e:
+            # Not the miner's: the audit fails without a verdict (see AuditWorkflow).
             return PromptResult(
                 **base,
                 outcome=PromptResultKind.FAILED,
-                error=failure(e)[0],
+                error=str(e),
+                error_type=ErrorType.SERVICE_UNAVAILABLE,
+            )
+
+    async def _generate_and_score_or_wait(
+        self,
+        input: PodInput,
+        assignment: Assignment,
+        submitted: asyncio.Future[tuple[str | None, str | None]],
+        base: dict[str, Any],
+        pod_url: str,
+    ) -> PromptResult | None:
+        policy = input.policy
+        outage = self._outage_limit(input)
+        try:
+            await self._service(
+                input,
+                "prompt server",
+                workflow.start_activity(
+                    "fetch_prompt",
+                    FetchPromptInput(round=input.round, url=assignment.prompt_url),
+                    result_type=ArtifactResult,
+                    summary=f"fetch prompt {assignment.stem}",
+                    **options.our_service(options.FETCH_PROMPT, outage),
+                ),
+            )
+        except ActivityError as e:
+            message = self._miner_caused(e, "fetching the prompt")
+            return PromptResult(
+                **base,
+                outcome=PromptResultKind.FAILED,
+                error=message,
                 error_type=ErrorType.PROMPT_UNAVAILABLE,
             )
         try:
@@ -384,15 +470,19 @@ class PodWorkflow:
                 **base, outcome=PromptResultKind.FAILED, error=message, error_type=error_type
             )
         try:
-            preview = await workflow.execute_activity(
-                "render_preview",
-                RenderPreviewInput(glb_uri=generated.glb_uri),
-                result_type=ArtifactResult,
-                summary=f"render {assignment.stem}",
-                **options.gpu(policy.gpu_task_queue),
+            preview = await self._service(
+                input,
+                "render",
+                workflow.start_activity(
+                    "render_preview",
+                    RenderPreviewInput(glb_uri=generated.glb_uri),
+                    result_type=ArtifactResult,
+                    summary=f"render {assignment.stem}",
+                    **options.gpu(policy.gpu_task_queue, outage),
+                ),
             )
         except ActivityError as e:
-            raise_if_cancelled(e)
+            message = self._miner_caused(e, "rendering the generated GLB")
             # Upstream: a render failure keeps the GLB, time and size; the result is failed.
             return PromptResult(
                 **base,
@@ -400,7 +490,7 @@ class PodWorkflow:
                 glb_uri=generated.glb_uri,
                 size=generated.size,
                 generation_time=generated.generation_time,
-                error=f"render failed: {failure(e)[0]}",
+                error=f"render failed: {message}",
                 error_type=ErrorType.RENDER_FAILED,
             )
         distance, problem = await self._distance(input, assignment, preview.uri, submitted)
@@ -489,26 +579,33 @@ class PodWorkflow:
             submitted = await self._fetch_submitted(
                 input, assignment.submitted_glb_url, f"fetch submitted {assignment.stem}"
             )
-            preview = await workflow.execute_activity(
-                "render_preview",
-                RenderPreviewInput(glb_uri=submitted.uri),
-                result_type=ArtifactResult,
-                summary=f"render submitted {assignment.stem}",
-                **options.gpu(input.policy.gpu_task_queue),
+            preview = await self._service(
+                input,
+                "render",
+                workflow.start_activity(
+                    "render_preview",
+                    RenderPreviewInput(glb_uri=submitted.uri),
+                    result_type=ArtifactResult,
+                    summary=f"render submitted {assignment.stem}",
+                    **options.gpu(input.policy.gpu_task_queue, self._outage_limit(input)),
+                ),
             )
         except ActivityError as e:
-            raise_if_cancelled(e)
-            return None, f"distance unknown: {failure(e)[0]}"
+            return None, f"distance unknown: {self._miner_caused(e, 'reading the submission')}"
         return preview.uri, None
 
     async def _fetch_submitted(self, input: PodInput, url: str, summary: str) -> ArtifactResult:
         """The submission's file (preview PNG or GLB) in the artifact store."""
-        fetched: ArtifactResult = await workflow.execute_activity(
-            "fetch_artifact",
-            FetchArtifactInput(url=url, max_bytes=input.policy.max_glb_bytes),
-            result_type=ArtifactResult,
-            summary=summary,
-            **options.FETCH_ARTIFACT,
+        fetched: ArtifactResult = await self._service(
+            input,
+            "artifact store",
+            workflow.start_activity(
+                "fetch_artifact",
+                FetchArtifactInput(url=url, max_bytes=input.policy.max_glb_bytes),
+                result_type=ArtifactResult,
+                summary=summary,
+                **options.our_service(options.FETCH_ARTIFACT, self._outage_limit(input)),
+            ),
         )
         return fetched
 
@@ -524,17 +621,61 @@ class PodWorkflow:
         if submitted_uri is None:
             return None, problem
         try:
-            scored = await workflow.execute_activity(
-                "score_distance",
-                ScoreDistanceInput(png_a_uri=submitted_uri, png_b_uri=png_uri),
-                result_type=ScoreDistanceResult,
-                summary=f"score {assignment.stem}",
-                **options.gpu(input.policy.gpu_task_queue),
+            scored = await self._service(
+                input,
+                "score",
+                workflow.start_activity(
+                    "score_distance",
+                    ScoreDistanceInput(png_a_uri=submitted_uri, png_b_uri=png_uri),
+                    result_type=ScoreDistanceResult,
+                    summary=f"score {assignment.stem}",
+                    **options.gpu(input.policy.gpu_task_queue, self._outage_limit(input)),
+                ),
             )
         except ActivityError as e:
-            raise_if_cancelled(e)
-            return None, f"distance unknown: {failure(e)[0]}"
+            return None, f"distance unknown: {self._miner_caused(e, 'scoring')}"
         return scored.distance, None
+
+    # --- our own services -----------------------------------------------------------------------
+
+    def _outage_limit(self, input: PodInput) -> timedelta:
+        return timedelta(seconds=input.policy.service_outage_limit_seconds)
+
+    def _miner_caused(self, error: ActivityError, step: str) -> str:
+        """The message of a failure the submission caused; anything else is an outage of ours
+        (raised as _OurOutage, so no result charges the miner for it)."""
+        raise_if_cancelled(error)
+        message, error_type = failure(error)
+        if error_type not in MINER_CAUSED:
+            raise _OurOutage(f"{step}: {message}") from error
+        return message
+
+    async def _service(
+        self, input: PodInput, service: str, call: workflow.ActivityHandle[_T]
+    ) -> _T:
+        """Await a call to one of our services. Unanswered after SERVICE_NOTICE (GPU workers or
+        store down), the audit hears that this pod waits, and again when the wait is over."""
+        if not self._watched:
+            return await call
+        notice = timedelta(seconds=input.policy.service_notice_seconds)
+        try:
+            await workflow.wait_condition(call.done, timeout=notice)
+        except TimeoutError:
+            await self._tell_parent(input, self._waiting(input, service, True))
+            await workflow.wait([call])  # (no `finally`: an evicted run must not await)
+            await self._tell_parent(input, self._waiting(input, service, False))
+        return await call
+
+    def _waiting(self, input: PodInput, service: str, waiting: bool) -> PodWaiting:
+        return PodWaiting(
+            slot=input.slot,
+            attempt=input.attempt,
+            pod_name=input.pod_name,
+            audit_run_id=input.audit_run_id,
+            pod_workflow_id=workflow.info().workflow_id,
+            service=service,
+            waiting=waiting,
+        )
 
     async def _still_healthy(self) -> bool:
         """After a failure the pod may have caused: does it still answer /health?"""
@@ -568,7 +709,7 @@ class PodWorkflow:
         return ""
 
     async def _tell_parent(
-        self, input: PodInput, message: PodReady | PromptResult | PodFinished
+        self, input: PodInput, message: PodReady | PromptResult | PodFinished | PodWaiting
     ) -> bool:
         """Signal the audit by workflow id (survives its continue-as-new); False if it is gone."""
         parent = workflow.get_external_workflow_handle(input.audit_workflow_id)
@@ -577,6 +718,7 @@ class PodWorkflow:
         except Exception as e:  # the parent closed (completed, cancelled, terminated)
             workflow.logger.warning("could not signal %s: %s", input.audit_workflow_id, e)
             return False
+        self._last_heard = workflow.now()
         return True
 
     # --- bookkeeping ----------------------------------------------------------------------------
@@ -597,6 +739,7 @@ class PodWorkflow:
             attempt=input.attempt,
             pod_name=input.pod_name,
             audit_run_id=input.audit_run_id,
+            pod_workflow_id=workflow.info().workflow_id,
         )
 
     def _live_pod(self) -> PodRef:

@@ -33,6 +33,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import AuditInput, AuditPolicy, SweepPodsInput, SweepPodsResult
     from models.constants import (
@@ -54,8 +56,9 @@ with workflow.unsafe.imports_passed_through():
         WorkflowStatusesInput,
         WorkflowStatusesResult,
     )
-    from workflows import options
-    from workflows.failures import failure
+
+from workflows import options
+from workflows.failures import failure
 
 STOP_GRACE = timedelta(minutes=15)
 """How long a stage change waits for cancelled audits to delete their pods."""

@@ -131,13 +131,17 @@ async def test_deploy_is_idempotent(pods: PodActivities) -> None:
     assert again.container_id == first.container_id
 
 
-async def test_startup_delay_is_waited_out(pods: PodActivities) -> None:
-    """A miner that answers 503 for a while is polled until it turns healthy."""
+async def test_startup_delay_is_waited_out(local: LocalProvider, http: httpx.AsyncClient) -> None:
+    """A miner that answers 503 for a while is polled until it turns healthy; heartbeats come
+    from the shared background helper, between polls and during slow calls alike."""
+    pods = PodActivities(
+        {LOCAL: local}, http, poll_interval=POLL, heartbeat_interval=timedelta(seconds=0.05)
+    )
     ref = await deploy(pods, "pod-slow", f"{IMAGE}?startup=1")
     env, beats = environment()
     healthy = await env.run(pods.await_pod_healthy, AwaitPodHealthyInput(pod=ref, timeout=WARMUP))
     assert healthy.url is not None
-    assert len(beats.details) >= 2  # polled through the 503s, heartbeating each time
+    assert len(beats.details) >= 10  # ~1 s of 503s at a 0.05 s heartbeat period
 
 
 async def test_dead_pod_is_permanently_unhealthy(pods: PodActivities) -> None:

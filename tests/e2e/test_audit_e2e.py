@@ -7,8 +7,9 @@ from temporalio.client import Client
 
 from demo.competition import DemoMiner
 from models.competition import AuditOutcome
-from models.constants import audit_workflow_id, pod_child_id
+from models.constants import audit_workflow_id
 from tests.e2e.conftest import HF_TOKEN, World, registered_pods
+from tests.helpers import pod_workflow_id
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,8 @@ async def test_honest_miner_passes_each_prompt_generated_once(
 
     # HF_TOKEN reached the pods through the provider, never through a payload or a history.
     audit_id = audit_workflow_id(1, miner.hotkey)
-    ids = [audit_id, *(pod_child_id(audit_id, i) for i in range(result.pods_started))]
+    pods = [await pod_workflow_id(client, audit_id, i) for i in range(result.pods_started)]
+    ids = [audit_id, *pods]
     for workflow_id in ids:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         assert HF_TOKEN not in history.to_json(), workflow_id

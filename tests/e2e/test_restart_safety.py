@@ -35,12 +35,18 @@ from demo.competition import DemoMiner
 from embedded_temporal import DevServer, connect, find_temporal_binary
 from models.audit import AuditPolicy, AuditResult
 from models.competition import AuditOutcome
-from models.constants import GPU_TASK_QUEUE, TASK_QUEUE, audit_workflow_id, pod_child_id
+from models.constants import GPU_TASK_QUEUE, TASK_QUEUE, audit_workflow_id, unkeyed_pod_name
 from models.settings import Settings
 from providers.local import LocalProvider
 from starter import start_audit
 from tests.e2e.conftest import World, registered_pods
-from tests.helpers import assert_eventually, free_port, make_settings, wait_for_status
+from tests.helpers import (
+    assert_eventually,
+    free_port,
+    make_settings,
+    pod_workflow_id,
+    wait_for_status,
+)
 from worker import GRACEFUL_SHUTDOWN, running_workers
 
 pytestmark = pytest.mark.e2e
@@ -367,7 +373,7 @@ async def test_worker_sigkilled_mid_generation_resumes_on_a_new_worker(
     assert result.pods_started == 1
     # The re-run is the same assignment (attempt 2 of the same generate activity, a Temporal
     # retry), not a new audit attempt.
-    pod_id = pod_child_id(handle.id, 0)
+    pod_id = await pod_workflow_id(client, handle.id, 0)
     assert await generate_attempts(client, pod_id) == [1] * (k - 1) + [2] + [1] * (N - k)
     assert all(e["attempts"] == 1 for e in generated.values())
     assert len(generate_records(world)) == N
@@ -480,7 +486,7 @@ async def test_temporal_server_sigkilled_mid_audit_workers_reconnect(
     assert sorted(Counter(str(c["image_sha256"]) for c in calls).values()) == [1] * N
     # That is what happened: no generate needed a second attempt (so the idempotency record was
     # not even needed here; the next test loses the completion on purpose).
-    pod_id = pod_child_id(handle.id, 0)
+    pod_id = await pod_workflow_id(client, handle.id, 0)
     assert await generate_attempts(client, pod_id) == [1] * N
     assert all(e["attempts"] == 1 for e in generated.values())
     assert result.pods_started == 1
@@ -527,7 +533,7 @@ async def test_temporal_server_and_worker_sigkilled_generation_not_repeated(
     # it without calling the miner.
     assert len(calls) == N, calls
     assert sorted(Counter(str(c["image_sha256"]) for c in calls).values()) == [1] * N
-    pod_id = pod_child_id(handle.id, 0)
+    pod_id = await pod_workflow_id(client, handle.id, 0)
     assert await generate_attempts(client, pod_id) == [1] * (k - 1) + [2] + [1] * (N - k)
     assert "already done, not calling the miner" in second.output()
     assert all(e["attempts"] == 1 for e in generated.values())
@@ -586,7 +592,7 @@ async def test_pod_sigkilled_mid_request_prompt_retried_on_another_pod(
     # The dead pod was marked bad after its /health probe failed, and replaced.
     pod_stats = world.read_json(f"rounds/1/{miner.hotkey}/pod_stats.json")
     assert isinstance(pod_stats, dict)
-    dead = pod_stats[victim_pod]
+    dead = pod_stats[unkeyed_pod_name(victim_pod)]  # pod_stats keeps upstream's names
     assert dead["marked_bad"] is True
     assert "/health" in str(dead["termination_reason"]), dead
     assert (dead["processed"], dead["hard_failed"], dead["successful"]) == (1, 1, 0)
@@ -722,7 +728,7 @@ async def test_cli_cancel_deletes_every_pod_and_writes_nothing(
 
     await assert_eventually(all_gone, timeout=30)
     for slot in range(2):
-        pod = client.get_workflow_handle(pod_child_id(handle.id, slot))
+        pod = client.get_workflow_handle(await pod_workflow_id(client, handle.id, slot))
         # The cancellation reaches every pod child: none keeps running (nor waits for work).
         await wait_for_status(pod, WorkflowExecutionStatus.CANCELED, timeout=30)
     repo = git.Repo(world.bare)

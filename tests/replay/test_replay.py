@@ -37,6 +37,7 @@ RELEASED_VERSIONS: dict[str, set[str]] = {
     "v1": {"AuditWorkflow", "PodWorkflow"},
     "v2": {"AuditWorkflow", "PodWorkflow"},
     "v3": {"AuditWorkflow", "PodWorkflow"},  # compare-submitted-png
+    "v4": {"AuditWorkflow", "PodWorkflow"},  # run-keyed-pods, pod-watchdog
     "rounds-v1": {
         "RoundWorkflow",
         "BuildTrackingWorkflow",

@@ -41,6 +41,7 @@ from models.competition import (
     Prompt,
     RoundFiles,
 )
+from models.constants import unkeyed_pod_name
 from models.errors import ErrorType
 from models.rounds import LeaderFiles, ReadLeaderFilesInput
 
@@ -88,6 +89,9 @@ class FakeWorld:
     deploy_delay: dict[str, float] = field(default_factory=dict)  # pod name -> seconds
     undeletable: set[str] = field(default_factory=set)  # pods whose delete is rejected
     log: list[tuple[str, str]] = field(default_factory=list)  # ("deploy"|"delete", pod) in order
+    rented: list[tuple[str, str]] = field(default_factory=list)
+    """("deploy"|"delete", the name the provider saw) in order; the other records and knobs use
+    upstream's pod name (the run key of keyed audits dropped)."""
     generate_audit_ids: list[str] = field(default_factory=list)
     deployed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -107,6 +111,7 @@ class FakeWorld:
     scored: list[str] = field(default_factory=list)  # png_b URIs score_distance was given
     fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
     read_outage: bool = False  # read_round_files fails (retryably) until this is cleared
+    stuck_pods: set[str] = field(default_factory=set)  # pods whose generate never answers
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -154,24 +159,27 @@ class FakeWorld:
 
         @activity.defn(name="deploy_pod")
         async def deploy_pod(input: DeployPodInput) -> PodRef:
-            await asyncio.sleep(world.deploy_delay.get(input.name, 0.0))
-            world.deploy_times.setdefault(input.name, time.monotonic())
-            world.deployed.append(input.name)
-            world.log.append(("deploy", input.name))
+            name = unkeyed_pod_name(input.name)
+            await asyncio.sleep(world.deploy_delay.get(name, 0.0))
+            world.deploy_times.setdefault(name, time.monotonic())
+            world.deployed.append(name)
+            world.log.append(("deploy", name))
+            world.rented.append(("deploy", input.name))
             return PodRef(name=input.name, provider=input.provider, container_id=input.name)
 
         @activity.defn(name="await_pod_healthy")
         async def await_pod_healthy(input: AwaitPodHealthyInput) -> PodRef:
-            if input.pod.name in world.bad_pods:
+            name = unkeyed_pod_name(input.pod.name)
+            if name in world.bad_pods:
                 raise ApplicationError(
                     "never healthy", type=ErrorType.POD_UNHEALTHY, non_retryable=True
                 )
-            if world.not_visible.get(input.pod.name, 0) > 0:
-                world.not_visible[input.pod.name] -= 1
+            if world.not_visible.get(name, 0) > 0:
+                world.not_visible[name] -= 1
                 raise ApplicationError(
                     "not listed in time", type=ErrorType.POD_NOT_VISIBLE, non_retryable=True
                 )
-            return input.pod.model_copy(update={"url": f"http://{input.pod.name}"})
+            return input.pod.model_copy(update={"url": f"http://{name}"})
 
         @activity.defn(name="check_pod_health")
         async def check_pod_health(input: PodHealthInput) -> bool:
@@ -179,12 +187,14 @@ class FakeWorld:
 
         @activity.defn(name="delete_pod")
         async def delete_pod(input: DeletePodInput) -> None:
-            if input.pod.name in world.undeletable:
+            name = unkeyed_pod_name(input.pod.name)
+            if name in world.undeletable:
                 raise ApplicationError(
                     "HTTP 403", type=ErrorType.PROVIDER_REJECTED, non_retryable=True
                 )
-            world.deleted.append(input.pod.name)
-            world.log.append(("delete", input.pod.name))
+            world.deleted.append(name)
+            world.log.append(("delete", name))
+            world.rented.append(("delete", input.pod.name))
 
         @activity.defn(name="sweep_pods")
         async def sweep_pods(input: SweepPodsInput) -> SweepPodsResult:
@@ -226,6 +236,8 @@ class FakeWorld:
                     f"{world.errors[stem]} for {stem}", type=world.errors[stem], non_retryable=True
                 )
             started = time.monotonic()
+            if any(input.pod_url == f"http://{pod}" for pod in world.stuck_pods):
+                await asyncio.sleep(3600)  # until cancelled
             await asyncio.sleep(world.delays.get(stem, 0.0))
             world.spans.append(("generate", input.pod_url, started, time.monotonic()))
             if world.failing.get(stem, 0) > 0:

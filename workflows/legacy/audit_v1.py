@@ -27,6 +27,8 @@ from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
         Assignment,
@@ -67,10 +69,11 @@ with workflow.unsafe.imports_passed_through():
         pod_name_prefix,
         pod_workflow_id,
     )
-    from workflows import options
-    from workflows.failures import failure as _failure
-    from workflows.legacy import queue_v1 as queue
-    from workflows.legacy import verdict_v1 as verdict
+
+from workflows import options
+from workflows.failures import failure as _failure
+from workflows.legacy import queue_v1 as queue
+from workflows.legacy import verdict_v1 as verdict
 
 ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
 HOTKEY_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_HOTKEY)
@@ -218,7 +221,7 @@ class AuditV1:
                 await self._on_ready(state, event)
             elif isinstance(event, PromptResult):
                 self._on_result(state, event)
-            else:
+            elif isinstance(event, PodFinished):
                 await self._on_finished(state, event)
 
     async def _on_ready(self, state: AuditState, event: PodReady) -> None:

@@ -29,6 +29,8 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ActivityCancellationType
 
+# Only pure data modules pass through the sandbox; workflow and policy code is imported
+# (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
     from models.audit import (
         ArtifactResult,
@@ -56,10 +58,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.competition import PodStats
     from models.errors import ErrorType
-    from workflows import options
-    from workflows.failures import failure as _failure
-    from workflows.failures import raise_if_cancelled as _raise_if_cancelled
-    from workflows.legacy.pod_health_v1 import bad_pod_reason, summarize
+
+from workflows import options
+from workflows.failures import failure as _failure
+from workflows.failures import raise_if_cancelled as _raise_if_cancelled
+from workflows.legacy.pod_health_v1 import bad_pod_reason, summarize
 
 SEEN_ASSIGNMENTS_KEPT = 1000
 
