@@ -107,6 +107,16 @@ class FakeWorld:
     scored: list[str] = field(default_factory=list)  # png_b URIs score_distance was given
     fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
     read_outage: bool = False  # read_round_files fails (retryably) until this is cleared
+    deploy_requests: list[DeployPodInput] = field(default_factory=list)  # every deploy_pod input
+    delete_requests: list[PodRef] = field(default_factory=list)  # pods delete_pod deleted
+    sweeps: list[SweepPodsInput] = field(default_factory=list)  # every sweep_pods input
+    warming_forever: set[str] = field(default_factory=set)  # pods never healthy (until cancelled)
+    warming: list[str] = field(default_factory=list)  # pods whose await_pod_healthy started
+    unrenderable: set[str] = field(default_factory=set)  # GLB URIs render_preview refuses
+    unfetchable: set[str] = field(default_factory=set)  # URLs fetch_artifact cannot download
+    scoring_down: bool = False  # score_distance fails (non-retryably)
+    pod_health: bool | None = True  # what check_pod_health answers; None: it raises
+    health_checks: list[str] = field(default_factory=list)  # pods check_pod_health probed
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -157,11 +167,15 @@ class FakeWorld:
             await asyncio.sleep(world.deploy_delay.get(input.name, 0.0))
             world.deploy_times.setdefault(input.name, time.monotonic())
             world.deployed.append(input.name)
+            world.deploy_requests.append(input)
             world.log.append(("deploy", input.name))
             return PodRef(name=input.name, provider=input.provider, container_id=input.name)
 
         @activity.defn(name="await_pod_healthy")
         async def await_pod_healthy(input: AwaitPodHealthyInput) -> PodRef:
+            world.warming.append(input.pod.name)
+            if input.pod.name in world.warming_forever:
+                await asyncio.Event().wait()  # ends when cancelled (or the worker shuts down)
             if input.pod.name in world.bad_pods:
                 raise ApplicationError(
                     "never healthy", type=ErrorType.POD_UNHEALTHY, non_retryable=True
@@ -175,7 +189,12 @@ class FakeWorld:
 
         @activity.defn(name="check_pod_health")
         async def check_pod_health(input: PodHealthInput) -> bool:
-            return True
+            world.health_checks.append(input.pod.name)
+            if world.pod_health is None:
+                raise ApplicationError(
+                    "health probe failed", type=ErrorType.POD_UNHEALTHY, non_retryable=True
+                )
+            return world.pod_health
 
         @activity.defn(name="delete_pod")
         async def delete_pod(input: DeletePodInput) -> None:
@@ -184,11 +203,13 @@ class FakeWorld:
                     "HTTP 403", type=ErrorType.PROVIDER_REJECTED, non_retryable=True
                 )
             world.deleted.append(input.pod.name)
+            world.delete_requests.append(input.pod)
             world.log.append(("delete", input.pod.name))
 
         @activity.defn(name="sweep_pods")
         async def sweep_pods(input: SweepPodsInput) -> SweepPodsResult:
             world.swept.append(input.prefix)
+            world.sweeps.append(input)
             return SweepPodsResult()
 
         @activity.defn(name="fetch_prompt")
@@ -240,6 +261,12 @@ class FakeWorld:
         @activity.defn(name="fetch_artifact")
         async def fetch_artifact(input: FetchArtifactInput) -> ArtifactResult:
             world.fetched.append(input.url)
+            if input.url in world.unfetchable:
+                raise ApplicationError(
+                    f"{input.url}: HTTP 404",
+                    type=ErrorType.SUBMISSION_UNAVAILABLE,
+                    non_retryable=True,
+                )
             return ArtifactResult(uri=input.url.replace("http://sub/", "file:///sub/"), size=1)
 
         @activity.defn(name="render_preview")
@@ -247,12 +274,22 @@ class FakeWorld:
             started = time.monotonic()
             await asyncio.sleep(world.render_delay)
             world.spans.append(("render", input.glb_uri, started, time.monotonic()))
+            if input.glb_uri in world.unrenderable:
+                raise ApplicationError(
+                    "2 objects in the GLB", type=ErrorType.RENDER_FAILED, non_retryable=True
+                )
             return ArtifactResult(uri=input.glb_uri.replace(".glb", ".png"), size=1)
 
         @activity.defn(name="score_distance")
         async def score_distance(input: ScoreDistanceInput) -> ScoreDistanceResult:
             stem = input.png_b_uri.rsplit("/", 1)[1].split(".")[0]
             world.scored.append(f"{input.png_a_uri} {input.png_b_uri}")
+            if world.scoring_down:
+                raise ApplicationError(
+                    "DINOv3 model cannot be loaded",
+                    type=ErrorType.SCORING_MODEL_UNAVAILABLE,
+                    non_retryable=True,
+                )
             return ScoreDistanceResult(distance=0.5 if stem in world.mismatching else 0.01)
 
         @activity.defn(name="write_files")
