@@ -112,6 +112,16 @@ class FakeWorld:
     fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
     read_outage: bool = False  # read_round_files fails (retryably) until this is cleared
     stuck_pods: set[str] = field(default_factory=set)  # pods whose generate never answers
+    deploy_requests: list[DeployPodInput] = field(default_factory=list)  # every deploy_pod input
+    delete_requests: list[PodRef] = field(default_factory=list)  # pods delete_pod deleted
+    sweeps: list[SweepPodsInput] = field(default_factory=list)  # every sweep_pods input
+    warming_forever: set[str] = field(default_factory=set)  # pods never healthy (until cancelled)
+    warming: list[str] = field(default_factory=list)  # pods whose await_pod_healthy started
+    unrenderable: set[str] = field(default_factory=set)  # GLB URIs render_preview refuses
+    unfetchable: set[str] = field(default_factory=set)  # URLs fetch_artifact cannot download
+    scoring_down: bool = False  # score_distance fails (non-retryably)
+    pod_health: bool | None = True  # what check_pod_health answers; None: it raises
+    health_checks: list[str] = field(default_factory=list)  # pods check_pod_health probed
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -163,6 +173,7 @@ class FakeWorld:
             await asyncio.sleep(world.deploy_delay.get(name, 0.0))
             world.deploy_times.setdefault(name, time.monotonic())
             world.deployed.append(name)
+            world.deploy_requests.append(input.model_copy(update={"name": name}))
             world.log.append(("deploy", name))
             world.rented.append(("deploy", input.name))
             return PodRef(name=input.name, provider=input.provider, container_id=input.name)
@@ -170,6 +181,9 @@ class FakeWorld:
         @activity.defn(name="await_pod_healthy")
         async def await_pod_healthy(input: AwaitPodHealthyInput) -> PodRef:
             name = unkeyed_pod_name(input.pod.name)
+            world.warming.append(name)
+            if name in world.warming_forever:
+                await asyncio.Event().wait()  # ends when cancelled (or the worker shuts down)
             if name in world.bad_pods:
                 raise ApplicationError(
                     "never healthy", type=ErrorType.POD_UNHEALTHY, non_retryable=True
@@ -183,7 +197,12 @@ class FakeWorld:
 
         @activity.defn(name="check_pod_health")
         async def check_pod_health(input: PodHealthInput) -> bool:
-            return True
+            world.health_checks.append(input.pod.name)
+            if world.pod_health is None:
+                raise ApplicationError(
+                    "health probe failed", type=ErrorType.POD_UNHEALTHY, non_retryable=True
+                )
+            return world.pod_health
 
         @activity.defn(name="delete_pod")
         async def delete_pod(input: DeletePodInput) -> None:
@@ -193,12 +212,14 @@ class FakeWorld:
                     "HTTP 403", type=ErrorType.PROVIDER_REJECTED, non_retryable=True
                 )
             world.deleted.append(name)
+            world.delete_requests.append(input.pod.model_copy(update={"name": name}))
             world.log.append(("delete", name))
             world.rented.append(("delete", input.pod.name))
 
         @activity.defn(name="sweep_pods")
         async def sweep_pods(input: SweepPodsInput) -> SweepPodsResult:
             world.swept.append(input.prefix)
+            world.sweeps.append(input)
             return SweepPodsResult()
 
         @activity.defn(name="fetch_prompt")
@@ -252,6 +273,12 @@ class FakeWorld:
         @activity.defn(name="fetch_artifact")
         async def fetch_artifact(input: FetchArtifactInput) -> ArtifactResult:
             world.fetched.append(input.url)
+            if input.url in world.unfetchable:
+                raise ApplicationError(
+                    f"{input.url}: HTTP 404",
+                    type=ErrorType.SUBMISSION_UNAVAILABLE,
+                    non_retryable=True,
+                )
             return ArtifactResult(uri=input.url.replace("http://sub/", "file:///sub/"), size=1)
 
         @activity.defn(name="render_preview")
@@ -259,12 +286,22 @@ class FakeWorld:
             started = time.monotonic()
             await asyncio.sleep(world.render_delay)
             world.spans.append(("render", input.glb_uri, started, time.monotonic()))
+            if input.glb_uri in world.unrenderable:
+                raise ApplicationError(
+                    "2 objects in the GLB", type=ErrorType.RENDER_FAILED, non_retryable=True
+                )
             return ArtifactResult(uri=input.glb_uri.replace(".glb", ".png"), size=1)
 
         @activity.defn(name="score_distance")
         async def score_distance(input: ScoreDistanceInput) -> ScoreDistanceResult:
             stem = input.png_b_uri.rsplit("/", 1)[1].split(".")[0]
             world.scored.append(f"{input.png_a_uri} {input.png_b_uri}")
+            if world.scoring_down:
+                raise ApplicationError(
+                    "DINOv3 model cannot be loaded",
+                    type=ErrorType.SCORING_MODEL_UNAVAILABLE,
+                    non_retryable=True,
+                )
             return ScoreDistanceResult(distance=0.5 if stem in world.mismatching else 0.01)
 
         @activity.defn(name="write_files")
