@@ -1,4 +1,5 @@
-"""The competition-repo layer against real local bare repos, and its activities."""
+"""The competition repo (`competition.repo`, `competition.rounds`) against real local bare repos,
+and its activities."""
 
 from __future__ import annotations
 
@@ -14,20 +15,19 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.competition_repo import (
+from activities.competition_repo import CompetitionRepoActivities
+from competition.repo import (
     COMMITTER_EMAIL,
     COMMITTER_NAME,
     CompetitionRepo,
-    CompetitionRepoActivities,
     CompetitionRepoError,
     DirectorySource,
     GitPushConflictError,
     InvalidRepoPathError,
     InvalidWriteError,
     PushRetry,
-    load_generated,
-    load_round_files,
 )
+from competition.rounds import load_generated, load_round_files
 from models.audit import (
     JsonFileWrite,
     ReadGeneratedInput,
