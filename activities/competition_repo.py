@@ -23,14 +23,11 @@ from competition.repo import (
     InvalidWriteError,
 )
 from competition.rounds import (
-    load_generated,
     load_leader_files,
     load_round_files,
     load_round_snapshot,
 )
 from models.audit import (
-    GeneratedResult,
-    ReadGeneratedInput,
     ReadRoundFilesInput,
     WriteFilesInput,
     WriteFilesResult,
@@ -88,7 +85,6 @@ class CompetitionRepoActivities:
         """The bound activity methods, for `Worker(activities=...)`."""
         return [
             self.read_round_files,
-            self.read_generated,
             self.read_round_snapshot,
             self.read_leader_files,
             self.write_files,
@@ -103,18 +99,6 @@ class CompetitionRepoActivities:
         """
         with _application_errors():
             return await asyncio.to_thread(self._read_round_files, input)
-
-    @activity.defn(name="read_generated")
-    async def read_generated(self, input: ReadGeneratedInput) -> GeneratedResult:
-        """Read the miner's generated.json at the branch head ({} when absent).
-
-        Idempotent: a pure read. Permanent error: CompetitionFileInvalid.
-        """
-        with _application_errors():
-            entries = await asyncio.to_thread(
-                lambda: load_generated(self._repo.at_head(), input.round, input.hotkey)
-            )
-        return GeneratedResult(entries=entries)
 
     @activity.defn(name="write_files")
     async def write_files(self, input: WriteFilesInput) -> WriteFilesResult:
