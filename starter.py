@@ -26,13 +26,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.competition_repo import (
+from competition.repo import (
     CompetitionRepo,
     CompetitionRepoError,
     CompetitionSource,
     DirectorySource,
-    load_round_files,
 )
+from competition.rounds import load_round_files
 from embedded_temporal import UI_ADDRESS, connect, ensure_server
 from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult
 from models.competition import GenerationAudit

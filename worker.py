@@ -26,15 +26,12 @@ from temporalio.worker import Worker
 
 from activities import workflow_status
 from activities.artifacts import ArtifactStore
-from activities.competition_repo import (
-    CompetitionRepo,
-    CompetitionRepoActivities,
-    CompetitionRepoError,
-)
+from activities.competition_repo import CompetitionRepoActivities
 from activities.config import ConfigActivities
 from activities.generation import GenerationActivities
 from activities.github import GitHubActivities
 from activities.pods import PodActivities
+from competition.repo import CompetitionRepo, CompetitionRepoError
 from embedded_temporal import connect
 from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
 from models.settings import Settings, SettingsError, load_settings

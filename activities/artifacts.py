@@ -6,7 +6,7 @@ the store's `file://` URIs, never the bytes (DESIGN.md). It does not own the net
 contract or Temporal: it is plain synchronous file I/O, which activities call through
 `asyncio.to_thread`.
 
-Every write goes to a temporary file in the target directory and is published with `os.replace`,
+Every write goes through `atomic.write_atomic` (a temporary file published with `os.replace`),
 so a reader never sees a half-written blob or record, and a crash mid-write leaves only a stray
 temporary file. Writes are idempotent: the same bytes always land at the same path.
 """
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
+
+from atomic import write_atomic
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -77,7 +77,7 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self._root / "blobs" / digest[:2] / f"{digest}{suffix}"
         if not target.is_file():
-            _atomic_write(target, data)
+            write_atomic(target, data)
         return target.as_uri()
 
     def path(self, uri: str) -> Path:
@@ -152,7 +152,7 @@ class ArtifactStore:
             ArtifactStoreError: Invalid namespace.
         """
         payload = {"key": key, "value": model.model_dump(mode="json")}
-        _atomic_write(self._record_path(namespace, key), json.dumps(payload).encode())
+        write_atomic(self._record_path(namespace, key), json.dumps(payload).encode())
 
     def get_record(self, namespace: str, key: str, model_type: type[M]) -> M | None:
         """The record of (`namespace`, `key`) parsed as `model_type`, or None if there is none.
@@ -174,18 +174,3 @@ class ArtifactStore:
             raise ArtifactStoreError(f"invalid record namespace {namespace!r}")
         name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         return self._root / "records" / namespace / f"{name}.json"
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write `data` to `target` via a temporary file in the same directory and `os.replace`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp_name).replace(target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -1,58 +1,38 @@
-"""The one access layer to the competition repo: reads at the branch head, commits, pushes.
+"""The competition repo's activities: reads at the branch head and pushed writes for workflows.
 
-Owns: the local clone of COMPETITION_REPO (GitPython), reading files from git objects at the head
-of `origin/<branch>` (never from a work tree), writing several JSON files in one commit with
-retry-on-conflict, loading an audit's round files through the models of `models.competition`,
-and the `CompetitionRepoActivities` that expose all of this to workflows. Does not own the
-file formats (`models.competition`) or any decision about them (`workflows.policy`).
+Owns: the `CompetitionRepoActivities` over one `competition.repo.CompetitionRepo`, running its
+blocking git work in a thread and translating its errors into typed `ApplicationError`s. The
+git layer lives in `competition.repo`, what is read and how it is parsed in `competition.rounds`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import logging
-import re
-import shutil
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-import git
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from competition.repo import (
+    CompetitionRepo,
+    GitPushConflictError,
+    InvalidRepoPathError,
+    InvalidWriteError,
+)
+from competition.rounds import (
+    load_leader_files,
+    load_round_files,
+    load_round_snapshot,
+)
 from models.audit import (
-    GeneratedResult,
-    JsonFileWrite,
-    ReadGeneratedInput,
     ReadRoundFilesInput,
     WriteFilesInput,
     WriteFilesResult,
 )
-from models.competition import (
-    CompetitionPaths,
-    GenerationEntry,
-    GenerationsFile,
-    LeaderFile,
-    RoundFiles,
-    SeedFile,
-    StateFile,
-    parse_builds,
-    parse_competition_file,
-    parse_prompts,
-    parse_require_audit,
-    parse_submissions,
-)
+from models.competition import RoundFiles
 from models.errors import (
     CompetitionFileError,
     ErrorType,
@@ -60,549 +40,19 @@ from models.errors import (
     UnknownRoundError,
 )
 from models.rounds import (
-    LEADER_HOTKEY,
     LeaderFiles,
     ReadLeaderFilesInput,
     ReadRoundSnapshotInput,
     RoundSnapshot,
 )
 
-logger = logging.getLogger(__name__)
-
-COMMITTER_NAME = "generation-orchestrator"
-COMMITTER_EMAIL = "orchestrator@localhost"
-
-_BRANCH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
-# Push output (LC_ALL=C) that means "someone else moved the branch": fetch and re-apply.
-_CONFLICT_MARKERS = (
-    "[rejected]",
-    "fetch first",
-    "non-fast-forward",
-    "cannot lock ref",
-    "failed to update ref",
-    "incorrect old value",
-)
-
-
 WRITE_HEARTBEAT_SECONDS = 2.0
 """`write_files` beats this often, so a write lost with its worker is retried within seconds."""
 
 
-class CompetitionRepoError(RuntimeError):
-    """The competition repo cannot be reached or used (bad URL, missing branch, push refused)."""
-
-
-class GitPushConflictError(CompetitionRepoError):
-    """Every push attempt was rejected because other writers kept moving the branch."""
-
-
-class InvalidRepoPathError(ValueError):
-    """A repo path is absolute, contains '..', '.git' or empty segments, or escapes the root."""
-
-
-class InvalidWriteError(ValueError):
-    """A write's value cannot be serialized as JSON (NaN, unsupported type)."""
-
-
-# --- sources ------------------------------------------------------------------------------------
-
-
-class CompetitionSource(Protocol):
-    """Read access to competition files by repo-relative path."""
-
-    def read_text(self, path: str) -> str | None:
-        """The file's text, or None when the file does not exist."""
-        ...
-
-
-def validate_repo_path(path: str) -> str:
-    """Return `path` if it is a plain repo-relative path, else raise `InvalidRepoPathError`.
-
-    Rejected: empty, absolute, backslashes, NUL, and any '', '.', '..' or '.git' segment.
-    """
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
-        raise InvalidRepoPathError(f"invalid repo path {path!r}: must be repo-relative")
-    for part in path.split("/"):
-        if part in {"", ".", ".."} or part.lower() == ".git":
-            raise InvalidRepoPathError(f"invalid repo path {path!r}: segment {part!r} not allowed")
-    return path
-
-
-def _decode(path: str, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CompetitionFileError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from e
-
-
-class DirectorySource:
-    """A competition repo checked out (or copied) as a plain directory, e.g. test fixtures.
-
-    Owns nothing but the root path; paths that escape the root (also through symlinks) are
-    rejected with `InvalidRepoPathError`.
-    """
-
-    def __init__(self, root: Path) -> None:
-        """Read files below `root`."""
-        self._root = root.resolve()
-
-    def read_text(self, path: str) -> str | None:
-        """The file's text, or None when it does not exist."""
-        full = (self._root / validate_repo_path(path)).resolve()
-        if not full.is_relative_to(self._root):
-            raise InvalidRepoPathError(f"invalid repo path {path!r}: escapes {self._root}")
-        if not full.exists():
-            return None
-        if not full.is_file():
-            raise CompetitionFileError(path, "not a regular file")
-        return _decode(path, full.read_bytes())
-
-
-class CommitSource:
-    """The files of one commit of a `CompetitionRepo`: a consistent snapshot for several reads."""
-
-    def __init__(self, repo: CompetitionRepo, commit: str) -> None:
-        """Read files at `commit` (a full sha) of `repo`."""
-        self._repo = repo
-        self.commit = commit
-
-    def read_text(self, path: str) -> str | None:
-        """The file's text at this commit, or None when it does not exist there."""
-        data = self._repo.read_bytes_at(self.commit, validate_repo_path(path))
-        return None if data is None else _decode(path, data)
-
-
-# --- the repo -----------------------------------------------------------------------------------
-
-
-class PushRetry(BaseModel):
-    """Bounded exponential backoff between push attempts rejected by a concurrent writer."""
-
-    model_config = ConfigDict(frozen=True)
-
-    attempts: int = Field(5, ge=1, description="push attempts in total")
-    initial_delay: float = Field(0.2, ge=0, description="seconds before the second attempt")
-    multiplier: float = Field(2.0, ge=1)
-    max_delay: float = Field(5.0, ge=0, description="cap of one delay, seconds")
-
-    def delays(self) -> list[float]:
-        """The sleeps between attempts (one fewer than `attempts`)."""
-        out: list[float] = []
-        delay = self.initial_delay
-        for _ in range(self.attempts - 1):
-            out.append(min(delay, self.max_delay))
-            delay *= self.multiplier
-        return out
-
-
-def _is_local_path(url: str) -> bool:
-    if "://" in url:
-        return False
-    # scp-like "user@host:path" (but not a Windows drive, irrelevant here) is remote.
-    return not re.match(r"^[^/]+:", url)
-
-
-def _redact(url: str) -> str:
-    """The URL without credentials, for messages and logs."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-class CompetitionRepo:
-    """A bare, single-branch clone of the competition repo under `work_dir`.
-
-    Owns the clone (created lazily on first use; its folder name derives from a hash of url and
-    branch, so several repos can share one work dir) and serializes every git operation on it
-    with one lock, so concurrent activities in one worker never interleave. Reads come from git
-    objects at the head of `origin/<branch>` right after a fetch; writes build one commit on top
-    of that head with a temporary index and push it, re-applying on a fresh head when another
-    writer got there first. One instance must own its folder; it keeps no work tree.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        branch: str,
-        work_dir: Path,
-        *,
-        retry: PushRetry | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        before_push: Callable[[], None] | None = None,
-    ) -> None:
-        """Configure the clone; nothing touches the network or disk until first use.
-
-        Args:
-            url: git URL or local path (a bare repo works) of COMPETITION_REPO.
-            branch: the branch that holds the competition state.
-            work_dir: folder for local state; the clone lives in a subfolder of it.
-            retry: backoff between push attempts rejected by a concurrent writer.
-            sleep: how to wait between attempts (tests pass a recorder).
-            before_push: called right before every push attempt (tests inject a concurrent
-                writer here).
-        """
-        if not _BRANCH_RE.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
-            raise ValueError(f"invalid branch name {branch!r}")
-        if _is_local_path(url):
-            url = str(Path(url).expanduser().resolve())
-        self.url = url
-        self.branch = branch
-        digest = hashlib.sha256(f"{url}\0{branch}".encode()).hexdigest()[:16]
-        self.path = work_dir.resolve() / f"competition-{digest}.git"
-        self._retry = retry or PushRetry()
-        self._sleep = sleep
-        self._before_push = before_push
-        self._lock = threading.RLock()
-        self._repo: git.Repo | None = None
-
-    # -- public API --
-
-    def at_head(self) -> CommitSource:
-        """Fetch, then return a source pinned to the head of `origin/<branch>`."""
-        with self._lock:
-            return CommitSource(self, self._fetch())
-
-    def read_text(self, path: str) -> str | None:
-        """Fetch, then read `path` at the head of `origin/<branch>` (None when absent)."""
-        return self.at_head().read_text(path)
-
-    def read_bytes_at(self, commit: str, path: str) -> bytes | None:
-        """Bytes of `path` at `commit`, or None when the file does not exist there."""
-        with self._lock:
-            return self._blob_bytes(self._ensure_clone().commit(commit), validate_repo_path(path))
-
-    def write(self, message: str, files: list[JsonFileWrite]) -> str | None:
-        """Apply `files` in one commit on top of `origin/<branch>` and push it.
-
-        Without `merge_key` a file becomes `value` as JSON (indent 2, trailing newline, key
-        order kept). With `merge_key` the JSON object at the head (or `{}`) gets
-        `[merge_key] = value`, keeping every other key. On a rejected push the writes are
-        re-applied on the fresh head (a merge re-reads its file) and pushed again.
-
-        Returns:
-            The new commit's sha, or None when the head already has this content (no commit).
-
-        Raises:
-            InvalidRepoPathError: a path is not a plain repo-relative path.
-            InvalidWriteError: a value cannot be serialized as JSON.
-            CompetitionFileError: a merge target at the head is not a JSON object.
-            GitPushConflictError: every attempt was rejected by concurrent writers.
-        """
-        for f in files:
-            validate_repo_path(f.path)
-            _render(f, None)  # fail on unserializable values before touching git
-        if not files:
-            return None
-        with self._lock:
-            delays = self._retry.delays()
-            for attempt in range(1, self._retry.attempts + 1):
-                head = self._fetch()
-                commit = self._commit_on(head, message, files)
-                if commit is None:
-                    logger.info("competition repo: %s already at head %s", message, head[:10])
-                    return None
-                if self._before_push is not None:
-                    self._before_push()
-                if self._push(commit):
-                    logger.info("competition repo: pushed %s (%s)", commit[:10], message)
-                    return commit
-                logger.warning(
-                    "competition repo: push of %r rejected (attempt %d/%d), re-applying",
-                    message,
-                    attempt,
-                    self._retry.attempts,
-                )
-                if attempt <= len(delays):
-                    self._sleep(delays[attempt - 1])
-        raise GitPushConflictError(
-            f"push to {_redact(self.url)} branch {self.branch!r} rejected "
-            f"{self._retry.attempts} times by concurrent writers: {message!r}"
-        )
-
-    # -- internals (call with the lock held) --
-
-    def _ensure_clone(self) -> git.Repo:
-        if self._repo is not None:
-            return self._repo
-        repo: git.Repo | None = None
-        if self.path.exists():
-            with contextlib.suppress(
-                git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError
-            ):
-                candidate = git.Repo(self.path)
-                if candidate.bare and candidate.remote("origin").url == self.url:
-                    repo = candidate
-            if repo is None:
-                logger.warning("competition repo: replacing unusable clone at %s", self.path)
-                shutil.rmtree(self.path)
-        if repo is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f"{self.path.name}.", dir=self.path.parent))
-            try:
-                fresh = git.Repo.init(staging, bare=True)
-                with fresh.config_writer() as config:
-                    config.set_value('remote "origin"', "url", self.url)
-                    config.set_value(
-                        'remote "origin"',
-                        "fetch",
-                        f"+refs/heads/{self.branch}:{self._tracking_ref}",
-                    )
-                    config.set_value("user", "name", COMMITTER_NAME)
-                    config.set_value("user", "email", COMMITTER_EMAIL)
-                    config.set_value("gc", "auto", "0")
-                try:
-                    staging.rename(self.path)
-                except OSError:
-                    if not self.path.is_dir():
-                        raise
-                    # Another worker sharing WORK_DIR made the clone first: use theirs.
-                    shutil.rmtree(staging, ignore_errors=True)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            repo = git.Repo(self.path)
-        self._repo = repo
-        return repo
-
-    @property
-    def _tracking_ref(self) -> str:
-        return f"refs/remotes/origin/{self.branch}"
-
-    def _fetch(self) -> str:
-        """Fetch the branch and return the sha of its head."""
-        repo = self._ensure_clone()
-        status, _out, err = repo.git.fetch(
-            "--no-tags",
-            "origin",
-            f"+refs/heads/{self.branch}:{self._tracking_ref}",
-            with_extended_output=True,
-            with_exceptions=False,
-        )
-        if status != 0:
-            if "couldn't find remote ref" in err:
-                raise CompetitionRepoError(
-                    f"branch {self.branch!r} not found in {_redact(self.url)}"
-                )
-            raise CompetitionRepoError(f"fetch from {_redact(self.url)} failed: {err.strip()}")
-        return str(repo.git.rev_parse("--verify", f"{self._tracking_ref}^{{commit}}"))
-
-    def _blob_bytes(self, commit: git.Commit, path: str) -> bytes | None:
-        try:
-            obj = commit.tree / path
-        except KeyError:
-            return None
-        if obj.type != "blob":
-            raise CompetitionFileError(path, f"not a file (a {obj.type}) at {commit.hexsha[:10]}")
-        data: bytes = obj.data_stream.read()
-        return data
-
-    def _commit_on(self, head: str, message: str, files: list[JsonFileWrite]) -> str | None:
-        """A commit (not pushed) applying `files` on `head`, or None when nothing changes."""
-        repo = self._ensure_clone()
-        head_commit = repo.commit(head)
-        at_head: dict[str, bytes | None] = {}
-        staged: dict[str, bytes] = {}
-        for f in files:
-            if f.path not in at_head:
-                at_head[f.path] = self._blob_bytes(head_commit, f.path)
-            base = staged[f.path] if f.path in staged else at_head[f.path]
-            staged[f.path] = _render(f, base)
-        changed = {
-            path: data for path, data in staged.items() if not _same_json(at_head[path], data)
-        }
-        if not changed:
-            return None
-        with tempfile.TemporaryDirectory(prefix="index-", dir=repo.git_dir) as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            repo.git.read_tree(head, env=env)
-            content = Path(tmp) / "content"
-            for path, data in changed.items():
-                content.write_bytes(data)
-                sha = repo.git.hash_object("-w", "--no-filters", str(content))
-                repo.git.update_index("--add", "--cacheinfo", f"100644,{sha},{path}", env=env)
-            tree = str(repo.git.write_tree(env=env))
-        if tree == head_commit.tree.hexsha:
-            return None
-        return str(repo.git.commit_tree(tree, "-p", head, "-m", message))
-
-    def _push(self, commit: str) -> bool:
-        """Push `commit` to the branch; False when a concurrent writer moved the branch."""
-        repo = self._ensure_clone()
-        status, out, err = repo.git.push(
-            "--porcelain",
-            "origin",
-            f"{commit}:refs/heads/{self.branch}",
-            with_extended_output=True,
-            with_exceptions=False,
-        )
-        if status == 0:
-            return True
-        text = f"{out}\n{err}"
-        if any(marker in text for marker in _CONFLICT_MARKERS):
-            return False
-        raise CompetitionRepoError(f"push to {_redact(self.url)} failed: {err.strip() or out}")
-
-
-def _dump(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
-
-
-def _jsonable(path: str, value: object) -> Any:
-    try:
-        data = to_jsonable_python(value)
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError, PydanticSerializationError) as e:
-        raise InvalidWriteError(f"{path}: value is not JSON-serializable ({e})") from e
-    return data
-
-
-def _render(write: JsonFileWrite, base: bytes | None) -> bytes:
-    """The file's new bytes given its current bytes `base` (None when absent)."""
-    value = _jsonable(write.path, write.value)
-    if write.merge_key is None:
-        return _dump(value)
-    obj: Any = {}
-    if base is not None:
-        obj = parse_json_object(write.path, _decode(write.path, base))
-    obj[write.merge_key] = value
-    return _dump(obj)
-
-
-def parse_json_object(path: str, text: str) -> dict[str, Any]:
-    """Parse `text` as a JSON object (key order kept); else raise `CompetitionFileError`."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CompetitionFileError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from e
-    if not isinstance(data, dict):
-        raise CompetitionFileError(path, f"expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _same_json(old: bytes | None, new: bytes) -> bool:
-    """True when `old` already holds `new`'s content (formatting differences ignored)."""
-    if old is None:
-        return False
-    if old == new:
-        return True
-    try:
-        return _dump(json.loads(old)) == new
-    except ValueError:
-        return False
-
-
-# --- round files --------------------------------------------------------------------------------
-
-
-def _checked_stems(path: str, entries: dict[str, GenerationEntry]) -> dict[str, GenerationEntry]:
-    for stem in entries:
-        if not stem or stem in {".", ".."} or "/" in stem or "\\" in stem or "\x00" in stem:
-            raise CompetitionFileError(path, "invalid stem: not a plain name", field=stem)
-    return entries
-
-
-def _generations(path: str, text: str | None) -> dict[str, GenerationEntry]:
-    return _checked_stems(path, parse_competition_file(GenerationsFile, path, text).root)
-
-
-def _skipped(error: CompetitionFileError) -> None:
-    logger.warning("ignoring another miner's entry: %s", error)
-
-
-def load_round_files(source: CompetitionSource, round_number: int, hotkey: str) -> RoundFiles:
-    """Everything an audit of `hotkey` in round `round_number` reads, parsed and checked.
-
-    submissions.json, builds.json and require_audit.json are read entry by entry: only the
-    audited hotkey's entry must validate; another miner's malformed entry is logged and ignored.
-
-    Raises:
-        UnknownRoundError: the round's seed.json does not exist.
-        UnknownHotkeyError: the hotkey has no entry in submissions.json.
-        CompetitionFileError: a required file is missing, a file is not JSON of the right
-            top-level type, the audited hotkey's entry is malformed, or its submitted.json or
-            generated.json is malformed (the message names the file and the field, which starts
-            with the hotkey for a shared file); also for a hotkey with '/' or '..'.
-    """
-    seed_path = CompetitionPaths.seed(round_number)
-    submitted_path = CompetitionPaths.submitted(round_number, hotkey)
-    seed_text = source.read_text(seed_path)
-    if seed_text is None:
-        raise UnknownRoundError(round_number, seed_path)
-    seed = parse_competition_file(SeedFile, seed_path, seed_text).seed
-
-    prompts_path = CompetitionPaths.prompts(round_number)
-    prompts = parse_prompts(prompts_path, source.read_text(prompts_path)).root
-
-    submissions_path = CompetitionPaths.submissions(round_number)
-    submissions = parse_submissions(
-        submissions_path, source.read_text(submissions_path), hotkey, _skipped
-    ).root
-    submission = submissions.get(hotkey)
-    if submission is None:
-        raise UnknownHotkeyError(hotkey, round_number, submissions_path)
-
-    submitted = _generations(submitted_path, source.read_text(submitted_path))
-
-    require_path = CompetitionPaths.require_audit(round_number)
-    require_text = source.read_text(require_path)
-    critical = (
-        []
-        if require_text is None
-        else parse_require_audit(require_path, require_text, hotkey, _skipped).critical_prompts(
-            hotkey
-        )
-    )
-
-    builds_path = CompetitionPaths.builds(round_number)
-    builds_text = source.read_text(builds_path)
-    build = (
-        None
-        if builds_text is None
-        else parse_builds(builds_path, builds_text, hotkey, _skipped).root.get(hotkey)
-    )
-    return RoundFiles(
-        round=round_number,
-        hotkey=hotkey,
-        seed=seed,
-        prompts=prompts,
-        submitted=submitted,
-        critical_prompts=critical,
-        build=build,
-        submission=submission,
-        generated=load_generated(source, round_number, hotkey),
-    )
-
-
-def _decided(path: str, text: str) -> list[str]:
-    """Hotkeys of generation_audits.json whose outcome is not `pending` (upstream's "already
-    handled" set; read leniently so an outcome we do not model never stops the round)."""
-    data = parse_json_object(path, text)
-    return sorted(
-        hotkey
-        for hotkey, entry in data.items()
-        if isinstance(entry, dict) and entry.get("outcome") not in (None, "pending")
-    )
-
-
-def load_generated(
-    source: CompetitionSource, round_number: int, hotkey: str
-) -> dict[str, GenerationEntry]:
-    """The miner's generated.json (stem -> entry); {} when the file does not exist yet."""
-    path = CompetitionPaths.generated(round_number, hotkey)
-    text = source.read_text(path)
-    return {} if text is None else _generations(path, text)
-
-
-# --- activities ---------------------------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def _application_errors() -> Iterator[None]:
-    """Translate this module's errors into typed `ApplicationError`s for workflows."""
+    """Translate the competition layer's errors into typed `ApplicationError`s for workflows."""
     try:
         yield
     except CompetitionFileError as e:
@@ -635,7 +85,6 @@ class CompetitionRepoActivities:
         """The bound activity methods, for `Worker(activities=...)`."""
         return [
             self.read_round_files,
-            self.read_generated,
             self.read_round_snapshot,
             self.read_leader_files,
             self.write_files,
@@ -650,18 +99,6 @@ class CompetitionRepoActivities:
         """
         with _application_errors():
             return await asyncio.to_thread(self._read_round_files, input)
-
-    @activity.defn(name="read_generated")
-    async def read_generated(self, input: ReadGeneratedInput) -> GeneratedResult:
-        """Read the miner's generated.json at the branch head ({} when absent).
-
-        Idempotent: a pure read. Permanent error: CompetitionFileInvalid.
-        """
-        with _application_errors():
-            entries = await asyncio.to_thread(
-                lambda: load_generated(self._repo.at_head(), input.round, input.hotkey)
-            )
-        return GeneratedResult(entries=entries)
 
     @activity.defn(name="write_files")
     async def write_files(self, input: WriteFilesInput) -> WriteFilesResult:
@@ -686,7 +123,9 @@ class CompetitionRepoActivities:
         malformed names the file). Other miners' malformed entries are skipped with a warning.
         """
         with _application_errors():
-            return await asyncio.to_thread(self._read_round_snapshot, input)
+            return await asyncio.to_thread(
+                lambda: load_round_snapshot(self._repo.at_head(), input.round)
+            )
 
     @activity.defn(name="read_leader_files")
     async def read_leader_files(self, input: ReadLeaderFilesInput) -> LeaderFiles:
@@ -697,75 +136,9 @@ class CompetitionRepoActivities:
         leader.json (upstream: "Leader docker image not found").
         """
         with _application_errors():
-            return await asyncio.to_thread(self._read_leader_files, input.round)
-
-    def _read_leader_files(self, n: int) -> LeaderFiles:
-        source = self._repo.at_head()
-        seed_path = CompetitionPaths.seed(n)
-        seed_text = source.read_text(seed_path)
-        if seed_text is None:
-            raise UnknownRoundError(n, seed_path)
-        leader_text = source.read_text(CompetitionPaths.LEADER)
-        leader = (
-            None
-            if leader_text is None
-            else parse_competition_file(LeaderFile, CompetitionPaths.LEADER, leader_text).latest()
-        )
-        if leader is None:
-            raise CompetitionFileError(
-                CompetitionPaths.LEADER,
-                "Leader docker image not found: the file is missing or an empty list, so there "
-                "is no leader to generate the round's baseline with",
+            return await asyncio.to_thread(
+                lambda: load_leader_files(self._repo.at_head(), input.round)
             )
-        prompts_path = CompetitionPaths.prompts(n)
-        files = RoundFiles(
-            round=n,
-            hotkey=LEADER_HOTKEY,
-            seed=parse_competition_file(SeedFile, seed_path, seed_text).seed,
-            prompts=parse_prompts(prompts_path, source.read_text(prompts_path)).root,
-            submitted={},
-            critical_prompts=[],
-            generated=load_generated(source, n, LEADER_HOTKEY),
-        )
-        return LeaderFiles(files=files, image=leader.docker)
-
-    def _read_round_snapshot(self, input: ReadRoundSnapshotInput) -> RoundSnapshot:
-        source = self._repo.at_head()
-        state = parse_competition_file(
-            StateFile, CompetitionPaths.STATE, source.read_text(CompetitionPaths.STATE)
-        )
-        n = state.current_round if input.round is None else input.round
-        leader_text = source.read_text(CompetitionPaths.LEADER)
-        leader = (
-            None
-            if leader_text is None
-            else parse_competition_file(LeaderFile, CompetitionPaths.LEADER, leader_text).latest()
-        )
-        snapshot = RoundSnapshot(state=state, leader_image=leader.docker if leader else None)
-        if source.read_text(CompetitionPaths.seed(n)) is None:
-            return snapshot  # the round does not exist (yet)
-        submissions_path = CompetitionPaths.submissions(n)
-        submissions_text = source.read_text(submissions_path)
-        require_path = CompetitionPaths.require_audit(n)
-        require_text = source.read_text(require_path)
-        builds_path = CompetitionPaths.builds(n)
-        builds_text = source.read_text(builds_path)
-        audits_path = CompetitionPaths.generation_audits(n)
-        audits_text = source.read_text(audits_path)
-        return snapshot.model_copy(
-            update={
-                "submissions": {}
-                if submissions_text is None
-                else parse_submissions(submissions_path, submissions_text, None, _skipped).root,
-                "required": []
-                if require_text is None
-                else parse_require_audit(require_path, require_text, None, _skipped).hotkeys(),
-                "builds": {}
-                if builds_text is None
-                else parse_builds(builds_path, builds_text, None, _skipped).root,
-                "audited": [] if audits_text is None else _decided(audits_path, audits_text),
-            }
-        )
 
     def _read_round_files(self, input: ReadRoundFilesInput) -> RoundFiles:
         source = self._repo.at_head()

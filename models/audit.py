@@ -334,19 +334,6 @@ class ReadRoundFilesInput(_Frozen):
     hotkey: str
 
 
-class ReadGeneratedInput(_Frozen):
-    """Input of `read_generated`: the miner's generated.json at the branch head (may be absent)."""
-
-    round: int
-    hotkey: str
-
-
-class GeneratedResult(_Frozen):
-    """Result of `read_generated`."""
-
-    entries: dict[str, GenerationEntry] = Field(default_factory=dict)
-
-
 class JsonFileWrite(_Frozen):
     """One file of a commit. With `merge_key`, `value` is set at that key of the JSON object
     already at the branch head (re-read on every retry, so concurrent writers are merged)."""

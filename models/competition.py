@@ -1,6 +1,6 @@
 """Pydantic models of every competition-repo file, their paths, and the one parser that reads them.
 
-No I/O here: the competition-repo layer (activities/competition_repo.py) reads text at the branch
+No I/O here: the competition-repo layer (`competition.repo`) reads text at the branch
 head and hands it to `parse_competition_file`, so a bad file yields one `CompetitionFileError`
 naming the file and field. Entry models keep unknown fields (`extra="allow"`): the upstream repo
 evolves and a round trip through us must not drop its data.

@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from atomic import write_atomic
 from models.audit import ProviderName
 from providers.base import (
     HF_TOKEN_ENV,
@@ -358,13 +358,4 @@ class LocalProvider:
 
     def _write(self, registry: _Registry) -> None:
         data = json.dumps(registry.model_dump(mode="json"), indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=self._state_dir, prefix=".pods-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            Path(tmp).replace(self._state_dir / REGISTRY_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self._state_dir / REGISTRY_FILE, data.encode())

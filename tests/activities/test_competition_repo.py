@@ -1,4 +1,5 @@
-"""The competition-repo layer against real local bare repos, and its activities."""
+"""The competition repo (`competition.repo`, `competition.rounds`) against real local bare repos,
+and its activities."""
 
 from __future__ import annotations
 
@@ -14,23 +15,21 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.competition_repo import (
+from activities.competition_repo import CompetitionRepoActivities
+from competition.repo import (
     COMMITTER_EMAIL,
     COMMITTER_NAME,
     CompetitionRepo,
-    CompetitionRepoActivities,
     CompetitionRepoError,
     DirectorySource,
     GitPushConflictError,
     InvalidRepoPathError,
     InvalidWriteError,
     PushRetry,
-    load_generated,
-    load_round_files,
 )
+from competition.rounds import load_generated, load_round_files
 from models.audit import (
     JsonFileWrite,
-    ReadGeneratedInput,
     ReadRoundFilesInput,
     WriteFilesInput,
 )
@@ -649,15 +648,14 @@ async def test_activity_bad_file_is_non_retryable(remote: Path, tmp_path: Path) 
     assert "rounds/3/seed.json: field 'seed'" in info.value.message
 
 
-async def test_activity_write_then_read_generated(
-    activities: CompetitionRepoActivities, remote: Path
+async def test_activity_write_files_commits_once(
+    activities: CompetitionRepoActivities, remote: Path, tmp_path: Path
 ) -> None:
-    """write_files commits once, the same write again returns None; read_generated sees it."""
+    """write_files commits once, the same write again returns None; a reader sees the file."""
     env = ActivityEnvironment()
+    reader = make_repo(remote, tmp_path, "reader")
     path = "rounds/3/5Fresh/generated.json"
-    assert (
-        await env.run(activities.read_generated, ReadGeneratedInput(round=3, hotkey="5Fresh"))
-    ).entries == {}
+    assert load_generated(reader.at_head(), 3, "5Fresh") == {}
     write = WriteFilesInput(
         message="generated",
         files=[JsonFileWrite(path=path, value={"s1": {"glb": "g", "png": "p", "distance": 0.0}})],
@@ -665,8 +663,9 @@ async def test_activity_write_then_read_generated(
     first = await env.run(activities.write_files, write)
     assert first.commit == git(remote, "rev-parse", "main")
     assert (await env.run(activities.write_files, write)).commit is None
-    result = await env.run(activities.read_generated, ReadGeneratedInput(round=3, hotkey="5Fresh"))
-    assert result.entries == {"s1": GenerationEntry(glb="g", png="p", distance=0.0)}
+    assert load_generated(reader.at_head(), 3, "5Fresh") == {
+        "s1": GenerationEntry(glb="g", png="p", distance=0.0)
+    }
 
 
 async def test_activity_bad_path_is_invalid_input(activities: CompetitionRepoActivities) -> None:
@@ -710,7 +709,6 @@ def test_activities_lists_bound_methods(activities: CompetitionRepoActivities) -
     names = [fn.__name__ for fn in activities.activities()]
     assert names == [
         "read_round_files",
-        "read_generated",
         "read_round_snapshot",
         "read_leader_files",
         "write_files",

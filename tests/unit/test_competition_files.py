@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from activities.competition_repo import DirectorySource, load_generated, load_round_files
+from competition.repo import DirectorySource
+from competition.rounds import load_generated, load_round_files
 from models.competition import (
     BuildsFile,
     BuildStatus,
@@ -409,7 +410,7 @@ def test_other_miners_bad_entry_never_fails_this_audit(
     """Another miner's malformed entry is ignored (and logged): this audit reads as before."""
     before = load_round_files(DirectorySource(round_3), 3, HK)
     edit_json(round_3, relpath, edit)
-    with caplog.at_level(logging.WARNING, logger="activities.competition_repo"):
+    with caplog.at_level(logging.WARNING, logger="competition.rounds"):
         after = load_round_files(DirectorySource(round_3), 3, HK)
     assert after == before
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activities.competition_repo import DirectorySource, load_round_files
+from competition.repo import DirectorySource
+from competition.rounds import load_round_files
 from models.audit import AuditPolicy
 from models.competition import (
     AuditOutcome,
