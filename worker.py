@@ -28,6 +28,7 @@ from activities import workflow_status
 from activities.artifacts import ArtifactStore
 from activities.competition_repo import CompetitionRepoActivities
 from activities.config import ConfigActivities
+from activities.cpu import CpuPool
 from activities.generation import GenerationActivities
 from activities.github import GitHubActivities
 from activities.pods import PodActivities
@@ -83,6 +84,8 @@ async def running_workers(
             repo = CompetitionRepo(
                 settings.competition_repo, settings.competition_branch, settings.work_dir / "repos"
             )
+            cpu = CpuPool(settings.cpu_workers)
+            stack.callback(cpu.close)
             policy = settings.audit_policy().model_copy(update={"gpu_task_queue": gpu_task_queue})
             activities: list[Callable[..., Any]] = [
                 *ConfigActivities(policy, settings.round_policy()).activities(),
@@ -93,7 +96,10 @@ async def running_workers(
                     check_interval=timedelta(seconds=settings.check_pod_interval_seconds),
                 ).activities(),
                 *GenerationActivities(
-                    store, http, {name: p.auth_headers() for name, p in providers.items()}
+                    store,
+                    http,
+                    {name: p.auth_headers() for name, p in providers.items()},
+                    cpu=cpu,
                 ).activities(),
                 *workflow_status.activities(),
             ]
@@ -110,7 +116,8 @@ async def running_workers(
                     activities=activities,
                     sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-                    max_concurrent_activities=200,
+                    max_concurrent_activities=settings.max_concurrent_activities,
+                    max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                 )
             )
         if GPU_TASK_QUEUE in queues:
@@ -129,7 +136,7 @@ async def running_workers(
                     task_queue=gpu_task_queue,
                     activities=scoring.activities(),
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-                    max_concurrent_activities=4,
+                    max_concurrent_activities=settings.max_concurrent_gpu_activities,
                 )
             )
         if not workers:

@@ -21,6 +21,8 @@ from competition.repo import (
     GitPushConflictError,
     InvalidRepoPathError,
     InvalidWriteError,
+    redact_url,
+    repo_identity,
 )
 from competition.rounds import (
     load_leader_files,
@@ -97,6 +99,7 @@ class CompetitionRepoActivities:
         Idempotent: a pure read. Permanent errors: UnknownRound, UnknownHotkey,
         CompetitionFileInvalid.
         """
+        self._check_repo(input.competition_repo)
         with _application_errors():
             return await asyncio.to_thread(self._read_round_files, input)
 
@@ -108,6 +111,7 @@ class CompetitionRepoActivities:
         merges re-read the head, so a rerun never drops a concurrent writer's keys. Permanent
         errors: InvalidInput, CompetitionFileInvalid; GitPushConflict is retryable.
         """
+        self._check_repo(input.competition_repo)
         with _application_errors():
             async with heartbeating(WRITE_HEARTBEAT_SECONDS):
                 commit = await asyncio.to_thread(self._repo.write, input.message, list(input.files))
@@ -135,10 +139,21 @@ class CompetitionRepoActivities:
         Permanent errors: UnknownRound; CompetitionFileInvalid, also for a missing or empty
         leader.json (upstream: "Leader docker image not found").
         """
+        self._check_repo(input.competition_repo)
         with _application_errors():
             return await asyncio.to_thread(
                 lambda: load_leader_files(self._repo.at_head(), input.round)
             )
+
+    def _check_repo(self, wanted: str | None) -> None:
+        """Serve only the workflows of this worker's repo (None: the workflow did not say)."""
+        if wanted is None or repo_identity(wanted) == repo_identity(self._repo.url):
+            return
+        raise ApplicationError(
+            f"this worker serves COMPETITION_REPO={redact_url(self._repo.url)}, but the workflow "
+            f"is of {redact_url(wanted)}: left to a worker configured for that repo",
+            type=ErrorType.WRONG_COMPETITION_REPO,
+        )
 
     def _read_round_files(self, input: ReadRoundFilesInput) -> RoundFiles:
         source = self._repo.at_head()

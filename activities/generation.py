@@ -27,6 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.artifacts import ArtifactStore
+from activities.cpu import CpuPool
 from activities.heartbeat import heartbeating
 from models.audit import (
     ArtifactResult,
@@ -112,6 +113,7 @@ class GenerationActivities:
         *,
         file_roots: Sequence[Path] = (),
         heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS,
+        cpu: CpuPool | None = None,
     ) -> None:
         """Bind the activities to their dependencies.
 
@@ -122,6 +124,7 @@ class GenerationActivities:
             file_roots: Directories from which `fetch_artifact` may read `file://` URLs (besides
                 the store itself); for local demos and tests.
             heartbeat_interval: Seconds between heartbeats while waiting on the network.
+            cpu: The bounded pool for CPU-heavy steps (CPU_WORKERS); a pool of 2 if not given.
         """
         self._store = store
         self._http = http
@@ -129,6 +132,7 @@ class GenerationActivities:
         self._auth_headers = {name: dict(h) for name, h in (auth_headers or {}).items()}
         self._file_roots = [store.root, *(root.expanduser().resolve() for root in file_roots)]
         self._heartbeat_interval = heartbeat_interval
+        self._cpu = cpu or CpuPool(2)
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
@@ -227,8 +231,8 @@ class GenerationActivities:
                 if input.download_timeout is None:
                     # v1 only. v2 stores any 2xx body as the GLB, as upstream does: the render step
                     # refuses a bad one with upstream's reason, and nothing slows the GPU slot.
-                    await asyncio.to_thread(_validate_glb, body)
-                uri = await asyncio.to_thread(self._store.put_bytes, body, ".glb")
+                    await self._cpu.run(_validate_glb, body)
+                uri = await self._cpu.run(self._store.put_bytes, body, ".glb")
                 result = GenerateResult(
                     glb_uri=uri, size=len(body), generation_time=generation_time
                 )
@@ -290,7 +294,7 @@ class GenerationActivities:
                 type=ErrorType.INVALID_INPUT,
                 non_retryable=True,
             )
-        uri = await asyncio.to_thread(self._store.put_bytes, data, _url_suffix(input.url))
+        uri = await self._cpu.run(self._store.put_bytes, data, _url_suffix(input.url))
         result = ArtifactResult(uri=uri, size=len(data))
         await asyncio.to_thread(self._store.put_record, _RECORD_FETCH, input.url, result)
         return result
@@ -400,13 +404,13 @@ class GenerationActivities:
         async with _download_errors("prompt", url, ErrorType.PROMPT_UNAVAILABLE):
             data = await self._download(url, PROMPT_MAX_BYTES)
 
-        if not await asyncio.to_thread(_is_image, data):
+        if not await self._cpu.run(_is_image, data):
             raise ApplicationError(
                 f"prompt {url} is not an image",
                 type=ErrorType.PROMPT_UNAVAILABLE,
                 non_retryable=True,
             )
-        uri = await asyncio.to_thread(self._store.put_bytes, data, ".png")
+        uri = await self._cpu.run(self._store.put_bytes, data, ".png")
         record = ArtifactResult(uri=uri, size=len(data))
         await asyncio.to_thread(self._store.put_record, _RECORD_PROMPT, key, record)
         return record

@@ -161,7 +161,7 @@ def _is_local_path(url: str) -> bool:
     return not re.match(r"^[^/]+:", url)
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without credentials, for messages and logs."""
     if "://" not in url:
         return url
@@ -170,6 +170,15 @@ def _redact(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def repo_identity(url: str) -> str:
+    """COMPETITION_REPO as workers compare it: a local path resolved, a URL without a trailing
+    slash or `.git` (two spellings of one repo are the same repo)."""
+    text = url.strip().removeprefix("file://")
+    if "://" in text or re.match(r"^[\w.-]+@[\w.-]+:", text):
+        return text.rstrip("/").removesuffix(".git")
+    return str(Path(text).expanduser().resolve())
 
 
 class CompetitionRepo:
@@ -278,7 +287,7 @@ class CompetitionRepo:
                 if attempt <= len(delays):
                     self._sleep(delays[attempt - 1])
         raise GitPushConflictError(
-            f"push to {_redact(self.url)} branch {self.branch!r} rejected "
+            f"push to {redact_url(self.url)} branch {self.branch!r} rejected "
             f"{self._retry.attempts} times by concurrent writers: {message!r}"
         )
 
@@ -344,9 +353,9 @@ class CompetitionRepo:
         if status != 0:
             if "couldn't find remote ref" in err:
                 raise CompetitionRepoError(
-                    f"branch {self.branch!r} not found in {_redact(self.url)}"
+                    f"branch {self.branch!r} not found in {redact_url(self.url)}"
                 )
-            raise CompetitionRepoError(f"fetch from {_redact(self.url)} failed: {err.strip()}")
+            raise CompetitionRepoError(f"fetch from {redact_url(self.url)} failed: {err.strip()}")
         return str(repo.git.rev_parse("--verify", f"{self._tracking_ref}^{{commit}}"))
 
     def _blob_bytes(self, commit: git.Commit, path: str) -> bytes | None:
@@ -403,7 +412,7 @@ class CompetitionRepo:
         text = f"{out}\n{err}"
         if any(marker in text for marker in _CONFLICT_MARKERS):
             return False
-        raise CompetitionRepoError(f"push to {_redact(self.url)} failed: {err.strip() or out}")
+        raise CompetitionRepoError(f"push to {redact_url(self.url)} failed: {err.strip() or out}")
 
 
 def _dump(data: Any) -> bytes:

@@ -32,6 +32,11 @@ class AuditPolicy(_Frozen):
     """Thresholds an audit decides with (REFERENCE.md defaults); recorded in workflow history."""
 
     gpu_providers: list[ProviderName] = Field(default_factory=lambda: [ProviderName.TARGON])
+    competition_repo: str | None = Field(
+        None,
+        description="COMPETITION_REPO of whoever started the audit (starter.py, the round loop): "
+        "its reads and writes are refused by workers configured for another repo",
+    )
     pods_per_miner: int = 4
     initial_pod_count: int = 2
     max_pod_attempts: int = 6
@@ -332,6 +337,9 @@ class ReadRoundFilesInput(_Frozen):
 
     round: int
     hotkey: str
+    competition_repo: str | None = Field(
+        None, description="the audit's COMPETITION_REPO: a worker configured for another refuses"
+    )
 
 
 class JsonFileWrite(_Frozen):
@@ -348,6 +356,9 @@ class WriteFilesInput(_Frozen):
 
     message: str
     files: list[JsonFileWrite]
+    competition_repo: str | None = Field(
+        None, description="the audit's COMPETITION_REPO: a worker configured for another refuses"
+    )
 
 
 class WriteFilesResult(_Frozen):

@@ -25,6 +25,9 @@ class ErrorType(StrEnum):
     SCORING_MODEL_UNAVAILABLE = "ScoringModelUnavailable"  # DINOV3_MODEL cannot be loaded
     GIT_PUSH_CONFLICT = "GitPushConflict"
     NOT_READY = "NotReady"
+    WRONG_COMPETITION_REPO = "WrongCompetitionRepo"
+    """This worker is configured for another competition repo than the audit's (retryable: a
+    worker configured for the audit's repo takes the retry)."""
     SERVICE_UNAVAILABLE = "ServiceUnavailable"
     """One of our services (GPU queue, artifact store, prompt server) stayed down past
     SERVICE_OUTAGE_LIMIT: the audit fails without a verdict; never charged to the miner."""

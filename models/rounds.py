@@ -149,6 +149,9 @@ class ReadLeaderFilesInput(_Frozen):
     """Input of `read_leader_files`."""
 
     round: int
+    competition_repo: str | None = Field(
+        None, description="the audit's COMPETITION_REPO: a worker configured for another refuses"
+    )
 
 
 class LeaderFiles(_Frozen):

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     retry_delta_min_samples: int = Field(3, ge=0, alias="RETRY_DELTA_MIN_SAMPLES")
     download_timeout_seconds: float = Field(180.0, gt=0, alias="DOWNLOAD_TIMEOUT")
     check_pod_interval_seconds: float = Field(30.0, gt=0, alias="CHECK_POD_INTERVAL")
+    cpu_workers: int = Field(2, ge=1, alias="CPU_WORKERS")
+    max_concurrent_activities: int = Field(200, ge=1, alias="MAX_CONCURRENT_ACTIVITIES")
+    max_concurrent_workflow_tasks: int = Field(100, ge=1, alias="MAX_CONCURRENT_WORKFLOW_TASKS")
+    max_concurrent_gpu_activities: int = Field(4, ge=1, alias="MAX_CONCURRENT_GPU_ACTIVITIES")
     pod_idle_check_seconds: float = Field(300.0, gt=0, alias="POD_IDLE_CHECK")
     pod_liveness_check_seconds: float = Field(120.0, gt=0, alias="POD_LIVENESS_CHECK")
     service_notice_seconds: float = Field(120.0, gt=0, alias="SERVICE_NOTICE")
@@ -168,6 +172,7 @@ class Settings(BaseSettings):
         """The decision thresholds an audit runs with (recorded in its history)."""
         return AuditPolicy(
             gpu_providers=list(self.gpu_providers),
+            competition_repo=self.competition_repo,
             pods_per_miner=self.pods_per_miner,
             initial_pod_count=self.initial_pod_count,
             max_pod_attempts=self.max_pod_attempts,

@@ -53,6 +53,11 @@ TERM_GRACE_SECONDS = 3.0
 _REAP_POLL_SECONDS = 0.02
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where `python -m miner` is importable
+POD_NAME_ENV = "LOCAL_POD_NAME"
+POD_IMAGE_ENV = "LOCAL_POD_IMAGE"
+PODS_DIR_ENV = "LOCAL_PODS_DIR"
+"""Set in every miner's environment: a process spawned by a worker killed before it could
+register it is still found (in /proc) by `list`, `delete` and a retried `deploy`."""
 
 
 class MinerOptions(BaseModel):
@@ -151,6 +156,38 @@ def _alive(record: _PodRecord) -> bool:
     return True
 
 
+def _stray_processes(state_dir: Path) -> list[_PodRecord]:
+    """Live miner processes of `state_dir` found in /proc, registered or not."""
+    wanted = str(state_dir.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        env = dict(item.decode(errors="replace").partition("=")[::2] for item in environ if item)
+        if env.get(PODS_DIR_ENV) != wanted or POD_NAME_ENV not in env:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        port = int(args[args.index("--port") + 1]) if "--port" in args[:-1] else 0
+        stat = _proc_stat(int(entry.name))
+        if stat is None:
+            continue
+        record = _PodRecord(
+            name=env[POD_NAME_ENV],
+            pid=int(entry.name),
+            port=port,
+            image=env.get(POD_IMAGE_ENV, ""),
+            start_ticks=stat[1],
+        )
+        if _alive(record):
+            found.append(record)
+    return found
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -218,8 +255,9 @@ class LocalProvider:
         """Nothing to release: pods keep running for the next worker (see `delete_all`)."""
 
     async def delete_all(self) -> builtins.list[str]:
-        """Kill and forget every registered pod (test teardown); returns their names."""
-        names = sorted((await asyncio.to_thread(self._read)).pods)
+        """Kill and forget every pod, unregistered strays included (test teardown); returns
+        their names."""
+        names = sorted(info.name for info in await self.list(""))
         for pod in names:
             with contextlib.suppress(ContainerNotFound):
                 await self.delete(pod)
@@ -244,20 +282,26 @@ class LocalProvider:
         return self._info(record)
 
     def _list_sync(self, prefix: str) -> builtins.list[ContainerInfo]:
-        registry = self._read()
-        return [
-            self._info(registry.pods[pod])
-            for pod in sorted(registry.pods)
-            if pod.startswith(prefix)
-        ]
+        """Registered pods, and miners of unregistered ones (a deploy killed half-way)."""
+        pods = dict(self._read().pods)
+        for stray in _stray_processes(self._state_dir):
+            pods.setdefault(stray.name, stray)
+        return [self._info(pods[pod]) for pod in sorted(pods) if pod.startswith(prefix)]
 
     def _deploy_sync(self, name: str, image: str, options: MinerOptions) -> ContainerInfo:
         with self._locked():
             registry = self._read()
             existing = registry.pods.get(name)
+            if existing is None or not _alive(existing):
+                # A miner spawned for this name by a deploy killed before registering it.
+                strays = [s for s in _stray_processes(self._state_dir) if s.name == name]
+                existing = strays[0] if strays else existing
             if existing is not None and _alive(existing):
                 if existing.image == image:
                     logger.info("local pod %s already running (pid %s)", name, existing.pid)
+                    if registry.pods.get(name) != existing:
+                        registry.pods[name] = existing
+                        self._write(registry)
                     return self._info(existing)
                 # Same name, other image (a leftover of an earlier audit): never reuse it.
                 logger.warning("local pod %s runs %s, replacing it", name, existing.image)
@@ -292,6 +336,13 @@ class LocalProvider:
         env = dict(os.environ)
         env.pop(HF_TOKEN_ENV, None)  # the pod gets the configured token or none, as on a cloud
         env.update({key: value.get_secret_value() for key, value in self._env.items()})
+        env.update(
+            {
+                POD_NAME_ENV: name,
+                POD_IMAGE_ENV: image,
+                PODS_DIR_ENV: str(self._state_dir.resolve()),
+            }
+        )
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
         )
@@ -319,12 +370,23 @@ class LocalProvider:
         with self._locked():
             registry = self._read()
             record = registry.pods.get(name)
-            if record is None:
+            strays = [
+                s
+                for s in _stray_processes(self._state_dir)
+                if s.name == name and (record is None or s.pid != record.pid)
+            ]
+            if record is None and not strays:
                 raise ContainerNotFound(f"local pod {name!r} does not exist")
-            self._kill(record)
-            del registry.pods[name]
-            self._write(registry)
-        logger.info("local pod %s deleted (pid %s)", name, record.pid)
+            for process in [*([record] if record is not None else []), *strays]:
+                self._kill(process)
+            if record is not None:
+                del registry.pods[name]
+                self._write(registry)
+        logger.info(
+            "local pod %s deleted (pids %s)",
+            name,
+            [p.pid for p in strays] + ([record.pid] if record is not None else []),
+        )
 
     def _kill(self, record: _PodRecord) -> None:
         if not _alive(record):

@@ -116,6 +116,7 @@ class FakeWorld:
     fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
     read_outage: bool = False  # read_round_files fails (retryably) until this is cleared
     stuck_pods: set[str] = field(default_factory=set)  # pods whose generate never answers
+    read_repos: list[str | None] = field(default_factory=list)  # competition_repo of each read
     deploy_requests: list[DeployPodInput] = field(default_factory=list)  # every deploy_pod input
     delete_requests: list[PodRef] = field(default_factory=list)  # pods delete_pod deleted
     sweeps: list[SweepPodsInput] = field(default_factory=list)  # every sweep_pods input
@@ -136,6 +137,7 @@ class FakeWorld:
 
         @activity.defn(name="read_round_files")
         async def read_round_files(input: ReadRoundFilesInput) -> RoundFiles:
+            world.read_repos.append(input.competition_repo)
             if world.read_outage:
                 raise ApplicationError("git fetch failed: connection refused")
             if input.hotkey != world.files.hotkey:

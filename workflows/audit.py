@@ -132,6 +132,7 @@ class AuditWorkflow:
         self._watched: set[int] = set()  # pods whose child handle this run holds
         self._foreign_stopped: set[str] = set()  # pod children of other runs told to stop
         self._next_liveness: datetime | None = None
+        self._competition_repo = input.run.policy.competition_repo if input.run else None
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -187,6 +188,7 @@ class AuditWorkflow:
     async def _prepare(self, input: AuditInput, policy: AuditPolicy) -> AuditResult | None:
         """Read the round, wait for the build, set up the run; a verdict when there is nothing
         to generate with (the build failed)."""
+        self._competition_repo = policy.competition_repo
         files = await self._read_round_files(input)
         image = await self._await_build(files, policy)
         if image is None:
@@ -252,7 +254,11 @@ class AuditWorkflow:
         try:
             files: RoundFiles = await workflow.execute_activity(
                 "read_round_files",
-                ReadRoundFilesInput(round=input.round, hotkey=input.hotkey),
+                ReadRoundFilesInput(
+                    round=input.round,
+                    hotkey=input.hotkey,
+                    competition_repo=self._competition_repo,
+                ),
                 result_type=RoundFiles,
                 summary=f"read round {input.round} files of {input.hotkey}",
                 **options.READ_REPO,
@@ -934,8 +940,9 @@ class AuditWorkflow:
         self._commit = workflow.start_activity(
             "write_files",
             WriteFilesInput(
-                message=_commit_message(files, generated=True, stats=bool(run.pod_stats)),
+                message=commit_message(files, generated=True, stats=bool(run.pod_stats)),
                 files=self._progress_files(run),
+                competition_repo=self._competition_repo,
             ),
             result_type=WriteFilesResult,
             summary="commit results so far",
@@ -976,13 +983,14 @@ class AuditWorkflow:
         written = await workflow.execute_activity(
             "write_files",
             WriteFilesInput(
-                message=_commit_message(
+                message=commit_message(
                     files,
                     generated=any(w.path.endswith("/generated.json") for w in progress),
                     stats=any(w.path.endswith("/pod_stats.json") for w in progress),
                     audits=True,
                 ),
                 files=writes,
+                competition_repo=self._competition_repo,
             ),
             result_type=WriteFilesResult,
             summary="write the verdict",
@@ -1053,7 +1061,7 @@ def _upstream_entry(entry: GenerationEntry) -> dict[str, object]:
     }
 
 
-def _commit_message(
+def commit_message(
     files: RoundFiles, generated: bool = False, stats: bool = False, audits: bool = False
 ) -> str:
     """Upstream's messages for the files of one commit, sorted and joined as its batcher does."""

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import options
-from workflows.audit import AuditWorkflow, _commit_message
+from workflows.audit import AuditWorkflow, commit_message
 from workflows.failures import fail_with_cause
 from workflows.policy import pod_tracker
 
@@ -67,10 +67,11 @@ class LeaderGenerationWorkflow(AuditWorkflow):
         return result
 
     async def _prepare(self, input: AuditInput, policy: AuditPolicy) -> AuditResult | None:
+        self._competition_repo = policy.competition_repo
         try:
             leader: LeaderFiles = await workflow.execute_activity(
                 "read_leader_files",
-                ReadLeaderFilesInput(round=input.round),
+                ReadLeaderFilesInput(round=input.round, competition_repo=policy.competition_repo),
                 result_type=LeaderFiles,
                 summary=f"read round {input.round} prompts and leader.json",
                 **options.READ_REPO,
@@ -112,8 +113,9 @@ class LeaderGenerationWorkflow(AuditWorkflow):
             written: WriteFilesResult = await workflow.execute_activity(
                 "write_files",
                 WriteFilesInput(
-                    message=_commit_message(files, generated=True, stats=len(progress) > 1),
+                    message=commit_message(files, generated=True, stats=len(progress) > 1),
                     files=progress,
+                    competition_repo=run.policy.competition_repo,
                 ),
                 result_type=WriteFilesResult,
                 summary="write leader/generated.json",

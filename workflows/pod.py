@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.workflow import ActivityCancellationType
 
 # Only pure data modules pass through the sandbox; workflow and policy code is imported
@@ -111,6 +113,7 @@ class PodWorkflow:
         self._gpu_free: list[str] = []  # assignments whose response headers arrived
         self._last_heard = workflow.now()  # last signal the audit accepted
         self._watched = False  # WATCHDOG_PATCH: decided when serving starts
+        self._cancelling = False  # the loops are being cancelled (see _tell_parent)
 
     @workflow.run
     async def run(self, input: PodInput) -> PodWorkflowResult:
@@ -313,18 +316,26 @@ class PodWorkflow:
             # The audit is gone: nobody will read what is in flight; stop now, delete the pod.
             self._end = self._end or AUDIT_GONE
             workflow.logger.warning("%s: the audit is gone; leaving now", input.pod_name)
-            for loop in loops:
-                loop.cancel()
-            await workflow.wait(loops)
+            await self._cancel_loops(loops)
             with contextlib.suppress(asyncio.CancelledError):
                 await work
         except BaseException:
-            for task in [*loops, *([watchdog] if watchdog else [])]:
-                task.cancel()
-            await workflow.wait(loops)
+            if watchdog is not None:
+                watchdog.cancel()
+            await self._cancel_loops(loops)
             if work.done() and not work.cancelled():
                 work.exception()  # retrieved: the loops' own errors are raised below
             raise
+
+    async def _cancel_loops(self, loops: Sequence[asyncio.Future[None]]) -> None:
+        """Cancel the loops and wait until they are done. A loop cancelled while its signal was
+        already sent has that cancellation erased by the SDK (the signal happened), so
+        `_tell_parent` raises it again while `_cancelling` is set."""
+        self._cancelling = True
+        for loop in loops:
+            loop.cancel()
+        await workflow.wait(loops)
+        self._cancelling = False
 
     async def _watch(self, input: PodInput) -> None:
         """Returns when the audit is gone: after POD_IDLE_CHECK without a signal the audit took,
@@ -715,10 +726,15 @@ class PodWorkflow:
         parent = workflow.get_external_workflow_handle(input.audit_workflow_id)
         try:
             await parent.signal(message.event, message)
+        except TemporalCancelledError as e:
+            # This pod is being cancelled: never swallow that here (the loops must stop).
+            raise asyncio.CancelledError(str(e)) from e
         except Exception as e:  # the parent closed (completed, cancelled, terminated)
             workflow.logger.warning("could not signal %s: %s", input.audit_workflow_id, e)
             return False
         self._last_heard = workflow.now()
+        if self._cancelling:
+            raise asyncio.CancelledError("the pod's loops are being cancelled")
         return True
 
     # --- bookkeeping ----------------------------------------------------------------------------

@@ -713,3 +713,41 @@ def test_activities_lists_bound_methods(activities: CompetitionRepoActivities) -
         "read_leader_files",
         "write_files",
     ]
+
+
+async def test_worker_of_another_repo_refuses_the_audits_reads_and_writes(
+    remote: Path, tmp_path: Path, activities: CompetitionRepoActivities
+) -> None:
+    """An audit records its COMPETITION_REPO; a worker configured for another repo refuses its
+    reads and writes (retryably: a worker of the right repo takes the retry) and writes nothing;
+    another spelling of the same repo is the same repo."""
+    other = tmp_path / "other-competition.git"
+    shutil.copytree(remote, other)
+    before = commit_count(remote)
+    for spelling in (str(other), f"{other}/"):
+        with pytest.raises(ApplicationError) as read:
+            await ActivityEnvironment().run(
+                activities.read_round_files,
+                ReadRoundFilesInput(round=3, hotkey=HOTKEY_3, competition_repo=spelling),
+            )
+        assert read.value.type == ErrorType.WRONG_COMPETITION_REPO
+        assert not read.value.non_retryable
+        assert str(other) in read.value.message and str(remote) in read.value.message
+    with pytest.raises(ApplicationError) as write:
+        await ActivityEnvironment().run(
+            activities.write_files,
+            WriteFilesInput(
+                message="verdict",
+                files=[JsonFileWrite(path="rounds/3/x.json", value={"a": 1})],
+                competition_repo=str(other),
+            ),
+        )
+    assert write.value.type == ErrorType.WRONG_COMPETITION_REPO
+    assert commit_count(remote) == before
+    # Its own repo, however spelled, is served.
+    for spelling in (str(remote), f"{remote}/", str(tmp_path / "." / "remote.git")):
+        files = await ActivityEnvironment().run(
+            activities.read_round_files,
+            ReadRoundFilesInput(round=3, hotkey=HOTKEY_3, competition_repo=spelling),
+        )
+        assert files.hotkey == HOTKEY_3

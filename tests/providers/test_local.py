@@ -232,3 +232,72 @@ async def test_miner_process_gets_the_hf_token(
         assert _process_env(int(info.container_id))["HF_TOKEN"] == "hf_local789"
         bare = await plain.deploy("pod-n", IMAGE)
         assert "HF_TOKEN" not in _process_env(int(bare.container_id))
+
+
+async def test_miner_of_a_deploy_killed_before_registering_is_found(
+    provider: LocalProvider,
+) -> None:
+    """A worker killed between spawning a miner and registering it: list (the sweep) finds the
+    miner, a retried deploy adopts it (no second miner), delete kills it."""
+    stray = provider._spawn("miner-01-abc-0-k1", IMAGE, parse_image(IMAGE))  # never registered
+    assert pid_alive(stray.pid)
+    listed = await provider.list("miner-01-abc-")
+    assert [(c.name, c.container_id) for c in listed] == [("miner-01-abc-0-k1", str(stray.pid))]
+    adopted = await provider.deploy("miner-01-abc-0-k1", IMAGE)
+    assert adopted.container_id == str(stray.pid)
+    await provider.delete("miner-01-abc-0-k1")
+    assert not pid_alive(stray.pid)
+    assert await provider.list("") == []
+
+    again = provider._spawn("miner-01-abc-1-k1", IMAGE, parse_image(IMAGE))
+    await provider.delete("miner-01-abc-1-k1")  # delete without any registry entry
+    assert not pid_alive(again.pid)
+
+
+DEPLOY_FOREVER = """
+import asyncio, sys
+from pathlib import Path
+from providers.local import LocalProvider
+
+async def main() -> None:
+    provider = LocalProvider(Path(sys.argv[1]))
+    for i in range(1000):
+        await provider.deploy(f"miner-01-kill-{i}", "local/reference-miner")
+
+asyncio.run(main())
+"""
+
+
+async def test_deployer_killed_many_times_leaves_no_miner_after_the_sweep(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the deploying process at many points of its deploys, then one sweep by prefix
+    (what the audit's sweep does): no miner process of the state dir is left."""
+    pods = tmp_path / "pods"
+    async with local_provider(pods) as sweeper:  # kills everything on the way out, too
+        for kill_after in [0.15 + 0.05 * i for i in range(12)]:
+            deployer = subprocess.Popen(
+                [sys.executable, "-c", DEPLOY_FOREVER, str(pods)],
+                cwd=PROJECT_ROOT,
+                env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            )
+            await asyncio.sleep(kill_after)
+            deployer.send_signal(signal.SIGKILL)
+            deployer.wait()
+        for pod in await sweeper.list("miner-01-kill-"):
+            await sweeper.delete(pod.name)
+        assert _miners_of(pods) == []
+
+
+def _miners_of(state_dir: Path) -> list[int]:
+    """Pids of live processes whose environment names `state_dir` as their pods dir."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = _process_env(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if env.get("LOCAL_PODS_DIR") == str(state_dir.resolve()) and pid_alive(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids

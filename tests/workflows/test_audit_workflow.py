@@ -558,3 +558,14 @@ async def test_cancelling_while_reading_ends_cancelled_not_failed(client: Client
             await handle.result()
         assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
     assert world.deployed == [] and world.writes == []
+
+
+async def test_audit_reads_and_writes_name_its_competition_repo(client: Client) -> None:
+    """The audit records which competition repo it audits (its policy) and names it in every
+    read and write, so a worker configured for another repo never serves them."""
+    world = FakeWorld(files=round_files(3), policy=policy(competition_repo="/srv/competition.git"))
+    result = await run_audit(client, world)
+    assert result.audit.outcome is AuditOutcome.PASSED
+    assert world.writes
+    assert {w.competition_repo for w in world.writes} == {"/srv/competition.git"}
+    assert world.read_repos == ["/srv/competition.git"]

@@ -122,9 +122,13 @@ async def test_outage_past_the_limit_fails_the_audit_without_a_verdict(client: C
                 task_queue=queue,
                 result_type=AuditResult,
             )
+
+        async def all_deleted() -> bool:  # the cancelled pod children delete their pods
+            return sorted(world.deleted) == sorted(world.deployed)
+
+        await assert_eventually(all_deleted, timeout=30)
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == ErrorType.SERVICE_UNAVAILABLE
     assert "no verdict written" in cause.message
     assert not any(f.path.endswith("generation_audits.json") for w in world.writes for f in w.files)
-    assert sorted(world.deleted) == sorted(world.deployed)
