@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.pipeline                 # 24 prompts, 2 pods, 3 s generations
     .venv/bin/python -m benchmarks.pipeline --prompts 12 --generation 2
+    .venv/bin/python -m benchmarks.pipeline --loops 4 --straggler 3   # + pod 1 three times slower
 
 Everything is real but the GPU: an in-memory Temporal dev server, the project's workers (real
 activities), the `local` provider running the reference miner with a fixed generation delay,
@@ -10,7 +11,9 @@ audit runs once per MAX_CONCURRENT_PROMPTS_PER_POD value (1: a pod generates, re
 before it takes its next prompt; 4: upstream's loops sharing one GPU slot) and prints for each:
 
 - span: first `pod_ready` to the last `pod_result` signal in the parent's history;
-- ideal: ceil(prompts / pods) x generation time (every pod generating back to back);
+- ideal: ceil(prompts / pods) x generation time (every pod generating back to back); with
+  `--straggler F` (pod 1's miner F times slower, LOCAL_POD_SLOWDOWN) the same audit runs once
+  more and its ideal is the fluid bound prompts x generation / (sum of the pods' speeds);
 - ratio span / ideal, and the per-prompt orchestration cost on a pod's critical path,
   (span - ideal) x pods / prompts;
 - where that cost goes: the start (first pod ready -> its first generate started, from the
@@ -71,6 +74,7 @@ class Row:
     """One audit's measurements."""
 
     loops: int
+    scenario: str
     span: float
     ideal: float
     prompts: int
@@ -92,15 +96,18 @@ class Row:
         return max(self.span - self.ideal, 0.0) * self.pods / self.prompts * 1000
 
 
-def bench_settings(root: Path, address: str, pods: int, loops: int) -> Settings:
+def bench_settings(
+    root: Path, address: str, pods: int, loops: int, slowdown: dict[int, float] | None = None
+) -> Settings:
     """Demo-like settings for one measured audit (no start delay, fast polls)."""
     values = {
+        "LOCAL_POD_SLOWDOWN": json.dumps(slowdown or {}),
         "TEMPORAL_ADDRESS": address,
         "GPU_PROVIDERS": "local",
         "COMPETITION_REPO": str(root / "competition.git"),
-        "WORK_DIR": str(root / f"work-{loops}"),
-        "ARTIFACTS_DIR": str(root / f"artifacts-{loops}"),
-        "LOCAL_PODS_DIR": str(root / f"pods-{loops}"),
+        "WORK_DIR": str(root / f"work-{loops}-{len(slowdown or {})}"),
+        "ARTIFACTS_DIR": str(root / f"artifacts-{loops}-{len(slowdown or {})}"),
+        "LOCAL_PODS_DIR": str(root / f"pods-{loops}-{len(slowdown or {})}"),
         "DINOV3_MODEL": str(root / "dinov3-tiny"),
         "PODS_PER_MINER": str(pods),
         "INITIAL_POD_COUNT": str(pods),
@@ -112,7 +119,7 @@ def bench_settings(root: Path, address: str, pods: int, loops: int) -> Settings:
         "GENERATION_TIMEOUT": "60",
         "GENERATION_MEDIAN_LIMIT": "60",
         "ACCEPTABLE_DISTANCE": "0.005",
-        "LOCAL_MINER_CALL_LOG": str(root / f"calls-{loops}.jsonl"),
+        "LOCAL_MINER_CALL_LOG": str(root / f"calls-{loops}-{len(slowdown or {})}.jsonl"),
     }
     for name, value in values.items():
         os.environ[name] = value
@@ -216,8 +223,10 @@ async def measure(
 ) -> Row:
     """Publish a round, run one audit with `args.loops_now` loops per pod, measure it."""
     loops: int = args.loops_now
+    slowdown: dict[int, float] = args.slowdown_now
     address = client.service_client.config.target_host
-    settings = bench_settings(root, address, args.pods, loops)
+    settings = bench_settings(root, address, args.pods, loops, slowdown)
+    speeds = sum(1 / slowdown.get(i, 1.0) for i in range(args.pods))
     miner = DemoMiner(
         hotkey=HOTKEY, label="honest", image=f"local/reference-miner?delay={args.generation}"
     )
@@ -249,11 +258,15 @@ async def measure(
             pod_child_id(handle.id, index, handle.first_execution_run_id)
         )
         generates.append(activity_spans(await pod.fetch_history(), "generate", answers))
-    idle = miner_idle_gaps(root / f"calls-{loops}.jsonl")
+    idle = miner_idle_gaps(root / f"calls-{loops}-{len(slowdown)}.jsonl")
+    straggling = bool(slowdown)
     return Row(
         loops=loops,
+        scenario=f"pod 1 x{slowdown[1]:g}" if straggling else "healthy",
         span=max(results) - min(ready),
-        ideal=math.ceil(args.prompts / args.pods) * args.generation,
+        ideal=args.prompts * args.generation / speeds
+        if straggling
+        else math.ceil(args.prompts / args.pods) * args.generation,
         prompts=args.prompts,
         pods=args.pods,
         parent_events=len(history.events),
@@ -273,6 +286,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--generation", type=float, default=3.0, help="seconds per generation")
     parser.add_argument("--loops", type=int, nargs="+", default=[1, 4])
     parser.add_argument(
+        "--straggler",
+        type=float,
+        default=None,
+        help="also run each audit with pod 1's miner this many times slower",
+    )
+    parser.add_argument(
         "--gpu-worker",
         choices=["process", "inline"],
         default="process",
@@ -287,9 +306,15 @@ async def main(argv: Sequence[str] | None = None) -> None:
         env = await start_dev_server()
         try:
             with StaticServer(root / "www") as www:
-                for number, loops in enumerate(args.loops, start=1):
-                    args.loops_now = loops
-                    rows.append(await measure(env.client, root, www, number, args))
+                scenarios: list[dict[int, float]] = [{}]
+                if args.straggler is not None:
+                    scenarios.append({1: args.straggler})
+                number = 0
+                for loops in args.loops:
+                    for slowdown in scenarios:
+                        number += 1
+                        args.loops_now, args.slowdown_now = loops, slowdown
+                        rows.append(await measure(env.client, root, www, number, args))
         finally:
             await env.shutdown()
     print(
@@ -297,12 +322,13 @@ async def main(argv: Sequence[str] | None = None) -> None:
         f"(ideal {rows[0].ideal:.1f} s)"
     )
     print(
-        "loops/pod  span s  ratio  cost/prompt on critical path  (start  GPU gap  tail)"
-        "  miner s  parent events/prompt  verdict"
+        "loops/pod  scenario    ideal s  span s  ratio  cost/prompt on critical path  "
+        "(start  GPU gap  tail)  miner s  parent events/prompt  verdict"
     )
     for row in rows:
         print(
-            f"{row.loops:>9}  {row.span:6.1f}  {row.ratio:5.3f}  {row.cost_ms:24.0f} ms  "
+            f"{row.loops:>9}  {row.scenario:<10} {row.ideal:7.1f}  {row.span:6.1f}  "
+            f"{row.ratio:5.3f}  {row.cost_ms:24.0f} ms  "
             f"({row.start * 1000:4.0f} ms {row.gap * 1000:5.0f} ms {row.tail * 1000:5.0f} ms)"
             f"  {row.miner:7.3f}  {row.parent_events / row.prompts:20.1f}  {row.outcome}"
         )

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         alias="LOCAL_IMAGES",
         description="JSON: docker image -> local/reference-miner?... it stands for",
     )
+    local_pod_slowdown: dict[int, float] = Field(
+        default_factory=dict,
+        alias="LOCAL_POD_SLOWDOWN",
+        description="JSON: pod index (upstream's i) -> factor on its miner's delay (benchmarks)",
+    )
 
     # Audit policy (upstream defaults)
     pods_per_miner: int = Field(4, ge=1, alias="PODS_PER_MINER")

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atomic import write_atomic
 from models.audit import ProviderName
+from models.constants import unkeyed_pod_name
 from providers.base import (
     HF_TOKEN_ENV,
     ContainerInfo,
@@ -188,6 +189,12 @@ def _stray_processes(state_dir: Path) -> list[_PodRecord]:
     return found
 
 
+def _pod_index(name: str) -> int:
+    """Upstream's pod index i of `miner-NN-hk-i` (a run key after it dropped); -1 if none."""
+    last = unkeyed_pod_name(name).rsplit("-", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -212,6 +219,7 @@ class LocalProvider:
         host: str = "127.0.0.1",
         env: PodEnv | None = None,
         images: dict[str, str] | None = None,
+        slowdown: dict[int, float] | None = None,
     ) -> None:
         """Create a provider over `state_dir` (created if missing).
 
@@ -223,12 +231,15 @@ class LocalProvider:
                 environment; HF_TOKEN inherited from the worker is dropped unless it is here.
             images: LOCAL_IMAGES: docker image name -> `local/reference-miner?...` it stands for
                 (the demo "pulls" the images its build tracker names this way).
+            slowdown: LOCAL_POD_SLOWDOWN: pod index (upstream's i in `miner-NN-hk-i[-key]`) ->
+                factor on its miner's delay: a straggler for benchmarks.
         """
         self._state_dir = state_dir
         self._call_log = call_log
         self._host = host
         self._env = dict(env or {})
         self._images = dict(images or {})
+        self._slowdown = dict(slowdown or {})
 
     async def deploy(self, name: str, image: str) -> ContainerInfo:
         """Start a miner for `name`, or return the live one already registered under it."""
@@ -323,7 +334,7 @@ class LocalProvider:
             "--host",
             self._host,
             "--delay",
-            repr(options.delay),
+            repr(options.delay * self._slowdown.get(_pod_index(name), 1.0)),
             "--fail-rate",
             repr(options.fail_rate),
             "--startup",

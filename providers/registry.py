@@ -77,6 +77,7 @@ def _local(settings: Settings) -> GpuProvider:
         call_log=settings.local_miner_call_log,
         env=pod_env(settings.hf_token),
         images=settings.local_images,
+        slowdown=settings.local_pod_slowdown,
     )
 
 

@@ -301,3 +301,20 @@ def _miners_of(state_dir: Path) -> list[int]:
             if env.get("LOCAL_PODS_DIR") == str(state_dir.resolve()) and pid_alive(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
+
+
+async def test_slowdown_makes_one_pod_a_straggler(tmp_path: Path) -> None:
+    """LOCAL_POD_SLOWDOWN: the pod with that upstream index (a run key after it or not) runs its
+    miner with the delay multiplied; the others keep the image's delay."""
+    async with local_provider(tmp_path / "pods") as cleanup:
+        provider = LocalProvider(tmp_path / "pods", slowdown={1: 3.0})
+        slow = await provider.deploy("miner-01-abc-1-0a1b2c3d", f"{IMAGE}?delay=0.5")
+        fast = await provider.deploy("miner-01-abc-0-0a1b2c3d", f"{IMAGE}?delay=0.5")
+
+        def delay_of(pid: str) -> float:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            return float(argv[argv.index("--delay") + 1])
+
+        assert delay_of(slow.container_id or "") == 1.5
+        assert delay_of(fast.container_id or "") == 0.5
+        await cleanup.delete_all()
