@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format server
+.PHONY: install demo test lint format server bench
 
 ## install: system libraries (if missing), .venv, torch (CPU), the project with dev extras
 install:
@@ -33,3 +33,9 @@ format: install
 ## server: the embedded Temporal dev server in the foreground (Web UI http://localhost:8233)
 server: install
 	$(PYTHON) starter.py server
+
+## bench: quick variants of the benchmarks (each prints its ratios; see benchmarks/README.md)
+bench: install
+	$(PYTHON) -m benchmarks.cpu_pressure --megabytes 10
+	$(PYTHON) -m benchmarks.render_throughput --quick
+	$(PYTHON) -m benchmarks.pipeline --prompts 8 --generation 1 --loops 4 --straggler 3
