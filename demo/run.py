@@ -57,8 +57,9 @@ from workflows.policy.builds import build_tag, docker_image
 
 DEMO_ROOT = Path(".demo")
 N_PROMPTS = int(os.environ.get("DEMO_PROMPTS", "12"))
-DEMO_TEMPORAL_PORT = 7234
-DEMO_UI_PORT = 8234
+DEMO_TEMPORAL_PORT = int(os.environ.get("DEMO_TEMPORAL_PORT", "7234"))
+"""Several checkouts on one machine each run their demo on another port (DEMO_TEMPORAL_PORT)."""
+DEMO_UI_PORT = DEMO_TEMPORAL_PORT + 1000
 LEADER_IMAGE = "local/reference-miner?delay=0.2"
 FIRST_REQUIRED = 3  # judge-service requires these at once, the rest while the round runs
 
