@@ -25,7 +25,6 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
 from activities import workflow_status
-from activities.artifacts import ArtifactStore
 from activities.competition_repo import CompetitionRepoActivities
 from activities.config import ConfigActivities
 from activities.cpu import CpuPool
@@ -37,6 +36,8 @@ from embedded_temporal import connect
 from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
 from models.settings import Settings, SettingsError, load_settings
 from providers.registry import build_providers
+from storage import ArtifactStore, open_artifact_store
+from storage.http import is_loopback_url, serve_public
 from workflows import WORKFLOWS
 
 logger = logging.getLogger("worker")
@@ -64,8 +65,10 @@ async def running_workers(
     """
     task_queue = task_queue or settings.task_queue
     gpu_task_queue = gpu_task_queue or settings.gpu_task_queue
-    store = ArtifactStore(settings.artifacts_dir)
     async with contextlib.AsyncExitStack() as stack:
+        cpu = CpuPool(settings.cpu_workers)
+        stack.callback(cpu.close)
+        store = await stack.enter_async_context(open_store(settings, cpu))
         workers: list[Worker] = []
         if TASK_QUEUE in queues:
             if not settings.competition_repo:
@@ -84,12 +87,12 @@ async def running_workers(
             repo = CompetitionRepo(
                 settings.competition_repo, settings.competition_branch, settings.work_dir / "repos"
             )
-            cpu = CpuPool(settings.cpu_workers)
-            stack.callback(cpu.close)
             policy = settings.audit_policy().model_copy(update={"gpu_task_queue": gpu_task_queue})
             activities: list[Callable[..., Any]] = [
                 *ConfigActivities(policy, settings.round_policy()).activities(),
-                *CompetitionRepoActivities(repo).activities(),
+                *CompetitionRepoActivities(
+                    repo, store, settings.storage_path_template
+                ).activities(),
                 *PodActivities(
                     providers,
                     http,
@@ -146,6 +149,26 @@ async def running_workers(
         for worker in workers:
             await stack.enter_async_context(worker)
         yield workers
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, cpu: CpuPool) -> AsyncIterator[ArtifactStore]:
+    """The configured artifact store; the local one's public copies are served over HTTP by
+    this process when LOCAL_ARTIFACTS_URL is a loopback address (port 0: any free port)."""
+    public_url = None
+    server = None
+    if not settings.uses_s3 and is_loopback_url(settings.local_artifacts_url):
+        server = await serve_public(
+            settings.artifacts_dir.expanduser().resolve() / "public", settings.local_artifacts_url
+        )
+        public_url = server.url
+    store = open_artifact_store(settings, cpu=cpu, public_url=public_url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+        if server is not None:
+            await server.close()
 
 
 async def check_competition_repo(settings: Settings) -> str:

@@ -47,6 +47,11 @@ from models.rounds import (
     ReadRoundSnapshotInput,
     RoundSnapshot,
 )
+from storage import ArtifactStore, ArtifactStoreError
+from storage.publish import publish_generated
+
+DEFAULT_STORAGE_PATH_TEMPLATE = "rounds/{round}/{hotkey}/generated/{filename}"
+"""Upstream's STORAGE_PATH_TEMPLATE default (settings.py:221)."""
 
 WRITE_HEARTBEAT_SECONDS = 2.0
 """`write_files` beats this often, so a write lost with its worker is retried within seconds."""
@@ -65,7 +70,7 @@ def _application_errors() -> Iterator[None]:
         raise ApplicationError(str(e), type=ErrorType.UNKNOWN_ROUND, non_retryable=True) from e
     except UnknownHotkeyError as e:
         raise ApplicationError(str(e), type=ErrorType.UNKNOWN_HOTKEY, non_retryable=True) from e
-    except (InvalidRepoPathError, InvalidWriteError) as e:
+    except (InvalidRepoPathError, InvalidWriteError, ArtifactStoreError) as e:
         raise ApplicationError(str(e), type=ErrorType.INVALID_INPUT, non_retryable=True) from e
     except GitPushConflictError as e:
         raise ApplicationError(str(e), type=ErrorType.GIT_PUSH_CONFLICT) from e
@@ -79,9 +84,17 @@ class CompetitionRepoActivities:
     GitPushConflict is retryable; other failures (network, git) propagate and are retried.
     """
 
-    def __init__(self, repo: CompetitionRepo) -> None:
-        """Serve activities from `repo`."""
+    def __init__(
+        self,
+        repo: CompetitionRepo,
+        store: ArtifactStore | None = None,
+        storage_path_template: str = DEFAULT_STORAGE_PATH_TEMPLATE,
+    ) -> None:
+        """Serve activities from `repo`; generated.json's store URIs are published to `store`
+        under `storage_path_template` before they are committed (None: written as they are)."""
         self._repo = repo
+        self._store = store
+        self._template = storage_path_template
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
@@ -107,14 +120,20 @@ class CompetitionRepoActivities:
     async def write_files(self, input: WriteFilesInput) -> WriteFilesResult:
         """Write several JSON files in one commit and push it.
 
-        Idempotent: a rerun finds the content at the head and makes no commit (commit None);
-        merges re-read the head, so a rerun never drops a concurrent writer's keys. Permanent
-        errors: InvalidInput, CompetitionFileInvalid; GitPushConflict is retryable.
+        A generated.json's store URIs are first published (`storage.publish`): the file commits
+        public URLs, and the public objects are the entries' own. Idempotent: a rerun publishes
+        the same bytes to the same keys, finds the content at the head and makes no commit
+        (commit None); merges re-read the head, so a rerun never drops a concurrent writer's
+        keys. Permanent errors: InvalidInput, CompetitionFileInvalid; GitPushConflict and an
+        unreachable artifact store are retryable.
         """
         self._check_repo(input.competition_repo)
         with _application_errors():
             async with heartbeating(WRITE_HEARTBEAT_SECONDS):
-                commit = await asyncio.to_thread(self._repo.write, input.message, list(input.files))
+                files = list(input.files)
+                if self._store is not None:
+                    files = await publish_generated(self._store, self._template, files)
+                commit = await asyncio.to_thread(self._repo.write, input.message, files)
         return WriteFilesResult(commit=commit)
 
     @activity.defn(name="read_round_snapshot")

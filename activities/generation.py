@@ -26,7 +26,6 @@ from PIL import Image
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.artifacts import ArtifactStore
 from activities.cpu import CpuPool
 from activities.heartbeat import heartbeating
 from models.audit import (
@@ -41,6 +40,7 @@ from models.audit import (
 )
 from models.errors import ErrorType
 from models.miner_api import GENERATE_PATH, PROMPT_IMAGE_FIELD, SEED_FIELD
+from storage import ArtifactStore
 
 # A miner failing is an audit outcome, not a fault of ours: BENIGN keeps it out of error logs
 # and metrics (the pod workflow records it as a failed prompt).
@@ -215,8 +215,7 @@ class GenerationActivities:
                 Retryable (no type): the prompt server is down or answers 5xx/429.
         """
         key = json.dumps([input.audit_id, input.assignment_id])
-        # One thread hop for both lookups: this runs while the pod's GPU waits for the request.
-        done, prompt = await asyncio.to_thread(self._prepared, key, input)
+        done, prompt = await self._prepared(key, input)
         if done is not None:
             activity.logger.info("generate %s already done, not calling the miner", key)
             return done
@@ -226,17 +225,17 @@ class GenerationActivities:
             async with heartbeating(self._heartbeat_interval):
                 if prompt is None:  # not cached yet (prefetch normally did it)
                     record = await self._prompt_record(input.round, input.prompt_url)
-                    prompt = await asyncio.to_thread(self._store.read_bytes, record.uri)
+                    prompt = await self._store.read_bytes(record.uri)
                 body, generation_time = await self._call_miner(input, prompt)
                 if input.download_timeout is None:
                     # v1 only. v2 stores any 2xx body as the GLB, as upstream does: the render step
                     # refuses a bad one with upstream's reason, and nothing slows the GPU slot.
                     await self._cpu.run(_validate_glb, body)
-                uri = await self._cpu.run(self._store.put_bytes, body, ".glb")
+                uri = await self._store.put_bytes(body, ".glb")
                 result = GenerateResult(
                     glb_uri=uri, size=len(body), generation_time=generation_time
                 )
-                await asyncio.to_thread(self._store.put_record, _RECORD_GENERATE, key, result)
+                await self._store.put_record(_RECORD_GENERATE, key, result)
         finally:
             await self._settle_notice(input.assignment_id)
         activity.logger.info(
@@ -244,18 +243,18 @@ class GenerationActivities:
         )
         return result
 
-    def _prepared(
+    async def _prepared(
         self, key: str, input: GenerateInput
     ) -> tuple[GenerateResult | None, bytes | None]:
         """(the recorded result of an earlier run, None) or (None, the cached prompt bytes or
         None when the prompt is not cached yet)."""
-        done = self._store.get_record(_RECORD_GENERATE, key, GenerateResult)
+        done = await self._store.get_record(_RECORD_GENERATE, key, GenerateResult)
         if done is not None:
             return done, None
-        cached = self._store.get_record(
+        cached = await self._store.get_record(
             _RECORD_PROMPT, _prompt_key(input.round, input.prompt_url), ArtifactResult
         )
-        return None, self._store.read_bytes(cached.uri) if cached is not None else None
+        return None, await self._store.read_bytes(cached.uri) if cached is not None else None
 
     async def _settle_notice(self, assignment_id: str) -> None:
         """Give the `gpu_free` signal a moment; never let it hold up the result (it is only a
@@ -279,7 +278,7 @@ class GenerationActivities:
                 missing file or a body over `input.max_bytes`; non-retryable INVALID_INPUT for
                 an unsupported URL; retryable (no type) for network errors and 5xx/429.
         """
-        cached = await asyncio.to_thread(self._fetched, input.url)
+        cached = await self._fetched(input.url)
         if cached is not None:
             return cached
 
@@ -294,9 +293,9 @@ class GenerationActivities:
                 type=ErrorType.INVALID_INPUT,
                 non_retryable=True,
             )
-        uri = await self._cpu.run(self._store.put_bytes, data, _url_suffix(input.url))
+        uri = await self._store.put_bytes(data, _url_suffix(input.url))
         result = ArtifactResult(uri=uri, size=len(data))
-        await asyncio.to_thread(self._store.put_record, _RECORD_FETCH, input.url, result)
+        await self._store.put_record(_RECORD_FETCH, input.url, result)
         return result
 
     # --- miner call -----------------------------------------------------------------------------
@@ -389,9 +388,7 @@ class GenerationActivities:
     async def _prompt_record(self, round_number: int, url: str) -> ArtifactResult:
         """The stored prompt image, downloaded once per (round, URL) and cached in the store."""
         key = _prompt_key(round_number, url)
-        cached = await asyncio.to_thread(
-            self._store.get_record, _RECORD_PROMPT, key, ArtifactResult
-        )
+        cached = await self._store.get_record(_RECORD_PROMPT, key, ArtifactResult)
         if cached is not None:
             return cached
 
@@ -410,9 +407,9 @@ class GenerationActivities:
                 type=ErrorType.PROMPT_UNAVAILABLE,
                 non_retryable=True,
             )
-        uri = await self._cpu.run(self._store.put_bytes, data, ".png")
+        uri = await self._store.put_bytes(data, ".png")
         record = ArtifactResult(uri=uri, size=len(data))
-        await asyncio.to_thread(self._store.put_record, _RECORD_PROMPT, key, record)
+        await self._store.put_record(_RECORD_PROMPT, key, record)
         return record
 
     async def _download_submission(self, url: str, max_bytes: int) -> bytes:
@@ -439,10 +436,10 @@ class GenerationActivities:
                 raise _HttpStatusError(response.status_code, body)
             return await _read_capped(response, max_bytes)
 
-    def _fetched(self, url: str) -> ArtifactResult | None:
-        """The recorded download of `url` if its blob is still in the store (sync)."""
-        cached = self._store.get_record(_RECORD_FETCH, url, ArtifactResult)
-        if cached is None or not self._store.path(cached.uri).is_file():
+    async def _fetched(self, url: str) -> ArtifactResult | None:
+        """The recorded download of `url` if its blob is still in the store."""
+        cached = await self._store.get_record(_RECORD_FETCH, url, ArtifactResult)
+        if cached is None or not await self._store.exists(cached.uri):
             return None
         return cached
 

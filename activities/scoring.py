@@ -32,7 +32,6 @@ from PIL import Image
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import ArtifactStore, ArtifactStoreError
 from activities.heartbeat import heartbeating
 from activities.preview import (
     RENDER_VERSION,
@@ -42,6 +41,7 @@ from activities.preview import (
 )
 from models.audit import ArtifactResult, RenderPreviewInput, ScoreDistanceInput, ScoreDistanceResult
 from models.errors import ErrorType
+from storage import ArtifactStore, ArtifactStoreError
 
 # --- embedding ------------------------------------------------------------------------------------
 
@@ -125,14 +125,14 @@ class ScoringActivities:
                 outside the artifact store.
         """
         uri = input.glb_uri
-        glb_sha = await asyncio.to_thread(self._sha256, uri)
+        glb_sha = await self._sha256(uri)
         key = f"{RENDER_VERSION}:{glb_sha}"
-        cached = await asyncio.to_thread(self._cached_preview, key)
+        cached = await self._cached_preview(key)
         if cached is not None:
             return cached
 
         started = time.monotonic()
-        glb = await asyncio.to_thread(self._store.read_bytes, uri)
+        glb = await self._read(uri)
         try:
             mesh = await asyncio.to_thread(load_mesh_as_upstream, glb)
         except MeshLoadError as exc:
@@ -140,9 +140,9 @@ class ScoringActivities:
                 f"cannot render {uri}: {exc}", type=ErrorType.RENDER_FAILED, non_retryable=True
             ) from exc
         png = await self._renderer.render(mesh)
-        png_uri = await asyncio.to_thread(self._store.put_bytes, png, ".png")
+        png_uri = await self._store.put_bytes(png, ".png")
         result = ArtifactResult(uri=png_uri, size=len(png))
-        await asyncio.to_thread(self._store.put_record, _RECORD_PREVIEW, key, result)
+        await self._store.put_record(_RECORD_PREVIEW, key, result)
         activity.logger.info("rendered %s in %.2fs", uri, time.monotonic() - started)
         return result
 
@@ -162,17 +162,22 @@ class ScoringActivities:
                 the model cannot be loaded; non-retryable RENDER_FAILED (naming the URI) if a PNG
                 is missing or not an image; non-retryable INVALID_INPUT for URIs outside the store.
         """
-        sha_a = await asyncio.to_thread(self._sha256, input.png_a_uri)
-        sha_b = await asyncio.to_thread(self._sha256, input.png_b_uri)
+        sha_a = await self._sha256(input.png_a_uri)
+        sha_b = await self._sha256(input.png_b_uri)
         wanted = {sha_a: input.png_a_uri, sha_b: input.png_b_uri}
-        embeddings = await asyncio.to_thread(self._embedder.embed, wanted, self._store.read_bytes)
+        loop = asyncio.get_running_loop()
+
+        def read(uri: str) -> bytes:  # the embedder's thread reads through the loop's store
+            return asyncio.run_coroutine_threadsafe(self._store.read_bytes(uri), loop).result()
+
+        embeddings = await asyncio.to_thread(self._embedder.embed, wanted, read)
         distance = cosine_distance(embeddings[sha_a], embeddings[sha_b])
         return ScoreDistanceResult(distance=distance)
 
-    def _sha256(self, uri: str) -> str:
-        """sha256 of a stored file, mapping a bad or missing URI to a non-retryable error."""
+    async def _read(self, uri: str) -> bytes:
+        """A stored file's bytes, mapping a bad or missing URI to a non-retryable error."""
         try:
-            return self._store.sha256_of(uri)
+            return await self._store.read_bytes(uri)
         except ArtifactStoreError as exc:
             raise ApplicationError(
                 str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
@@ -182,9 +187,22 @@ class ScoringActivities:
                 f"no such artifact: {uri}", type=ErrorType.RENDER_FAILED, non_retryable=True
             ) from exc
 
-    def _cached_preview(self, key: str) -> ArtifactResult | None:
-        cached = self._store.get_record(_RECORD_PREVIEW, key, ArtifactResult)
-        if cached is None or not self._store.path(cached.uri).is_file():
+    async def _sha256(self, uri: str) -> str:
+        """sha256 of a stored file, mapping a bad or missing URI to a non-retryable error."""
+        try:
+            return await self._store.sha256_of(uri)
+        except ArtifactStoreError as exc:
+            raise ApplicationError(
+                str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
+            ) from exc
+        except FileNotFoundError as exc:
+            raise ApplicationError(
+                f"no such artifact: {uri}", type=ErrorType.RENDER_FAILED, non_retryable=True
+            ) from exc
+
+    async def _cached_preview(self, key: str) -> ArtifactResult | None:
+        cached = await self._store.get_record(_RECORD_PREVIEW, key, ArtifactResult)
+        if cached is None or not await self._store.exists(cached.uri):
             return None
         return cached
 

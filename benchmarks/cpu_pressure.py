@@ -31,10 +31,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.artifacts import ArtifactStore
 from activities.cpu import CpuPool
 from activities.generation import _validate_glb
 from benchmarks.long_audit import start_dev_server
+from storage.files import FileStore
 from worker import STICKY_TIMEOUT
 
 PODS = 8
@@ -68,7 +68,7 @@ def big_glb(megabytes: int) -> bytes:
 Run = Callable[..., Awaitable[Any]]
 
 
-async def pod_load(run: Run, store: ArtifactStore, glb: bytes, stop: asyncio.Event) -> int:
+async def pod_load(run: Run, store: FileStore, glb: bytes, stop: asyncio.Event) -> int:
     """What one pod's generate does on our side per prompt, until stopped: validate, store."""
     done = 0
     while not stop.is_set():
@@ -97,7 +97,7 @@ async def task_latencies(client: Client, queue: str) -> list[float]:
 
 async def measure(client: Client, run: Run | None, glb: bytes, root: Path) -> dict[str, float]:
     queue = f"cpu-{uuid.uuid4()}"
-    store = ArtifactStore(root / queue)
+    store = FileStore(root / queue)
     stop = asyncio.Event()
     async with Worker(client, task_queue=queue, workflows=[Ticker]):
         loads = [

@@ -107,6 +107,7 @@ def bench_settings(
         "COMPETITION_REPO": str(root / "competition.git"),
         "WORK_DIR": str(root / f"work-{loops}-{len(slowdown or {})}"),
         "ARTIFACTS_DIR": str(root / f"artifacts-{loops}-{len(slowdown or {})}"),
+        "LOCAL_ARTIFACTS_URL": "http://127.0.0.1:0",
         "LOCAL_PODS_DIR": str(root / f"pods-{loops}-{len(slowdown or {})}"),
         "DINOV3_MODEL": str(root / "dinov3-tiny"),
         "PODS_PER_MINER": str(pods),

@@ -111,6 +111,8 @@ def demo_settings(root: Path) -> Settings:
         "GITHUB_REPO": "demo/competition",
         "WORK_DIR": str(root / "work"),
         "ARTIFACTS_DIR": str(root / "artifacts"),
+        # generated.json's URLs: the worker serves the published copies here.
+        "LOCAL_ARTIFACTS_URL": f"http://127.0.0.1:{DEMO_TEMPORAL_PORT + 566}",
         "LOCAL_PODS_DIR": str(root / "pods"),
         "DINOV3_MODEL": str(model_dir),
         "PODS_PER_MINER": "2",

@@ -8,7 +8,7 @@ that travels in workflow history, so every audit records the policy it ran with.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,6 +40,30 @@ class Settings(BaseSettings):
     competition_branch: str = Field("main", alias="COMPETITION_BRANCH")
     work_dir: Path = Field(Path(".work"), alias="WORK_DIR")
     artifacts_dir: Path = Field(Path("artifacts"), alias="ARTIFACTS_DIR")
+    artifact_store: Literal["auto", "local", "s3"] = Field(
+        "auto", alias="ARTIFACT_STORE", description="auto: s3 when R2_ENDPOINT is set"
+    )
+    artifact_cache_bytes: int = Field(
+        5 * 1024**3, ge=0, alias="ARTIFACT_CACHE_BYTES", description="s3: local cache bound"
+    )
+    local_artifacts_url: str = Field(
+        "http://127.0.0.1:8790",
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        alias="LOCAL_ARTIFACTS_URL",
+        description="local store: base of the public URLs; a loopback one is served by the worker",
+    )
+    r2_access_key_id: SecretStr | None = Field(None, alias="R2_ACCESS_KEY_ID")
+    r2_secret_access_key: SecretStr | None = Field(None, alias="R2_SECRET_ACCESS_KEY")
+    r2_endpoint: str | None = Field(None, alias="R2_ENDPOINT")
+    r2_bucket: str = Field("404-gen", min_length=3, alias="R2_BUCKET")
+    r2_region: str = Field("auto", min_length=1, alias="R2_REGION")
+    r2_object_acl: str | None = Field(
+        None, alias="R2_OBJECT_ACL", description="e.g. public-read (MinIO, S3); R2 needs none"
+    )
+    storage_path_template: str = Field(
+        "rounds/{round}/{hotkey}/generated/{filename}", alias="STORAGE_PATH_TEMPLATE"
+    )
+    cdn_url: str = Field("https://subnet404.xyz", alias="CDN_URL")
     dinov3_model: str = Field(DEFAULT_DINOV3_MODEL, alias="DINOV3_MODEL")
     dinov3_model_revision: str | None = Field(None, alias="DINOV3_MODEL_REVISION")
 
@@ -137,6 +161,29 @@ class Settings(BaseSettings):
             return names
         return value
 
+    @field_validator("cdn_url", "local_artifacts_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")  # upstream strips CDN_URL's trailing slash
+
+    @field_validator("storage_path_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            value.format(round=1, hotkey="h", filename="f.glb")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"may use only {{round}}, {{hotkey}}, {{filename}}: {e}") from e
+        if "{filename}" not in value:
+            raise ValueError("must contain {filename}")
+        return value
+
+    @property
+    def uses_s3(self) -> bool:
+        """Whether artifacts go to the S3-compatible store (ARTIFACT_STORE; auto: R2_ENDPOINT)."""
+        if self.artifact_store == "auto":
+            return bool(self.r2_endpoint)
+        return self.artifact_store == "s3"
+
     @model_validator(mode="after")
     def _invariants(self) -> Settings:
         # Upstream's validators (settings.py:259-274): a pod never retakes a prompt, so a
@@ -150,6 +197,12 @@ class Settings(BaseSettings):
             )
         if self.min_check_state_interval_seconds > self.max_check_state_interval_seconds:
             raise ValueError("MIN_CHECK_STATE_INTERVAL must be <= MAX_CHECK_STATE_INTERVAL")
+        if self.uses_s3 and not (
+            self.r2_endpoint and self.r2_access_key_id and self.r2_secret_access_key
+        ):
+            raise ValueError(
+                "the S3 artifact store needs R2_ENDPOINT, R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY"
+            )
         if self.pods_per_miner > self.max_pod_attempts:
             raise ValueError(
                 f"PODS_PER_MINER ({self.pods_per_miner}) must be <= MAX_POD_ATTEMPTS "

@@ -189,6 +189,7 @@ def make_settings(**overrides: Any) -> Settings:
         "VERDA_CLIENT_SECRET": "fake-verda-secret",
         "VERDA_GENERATION_TOKEN": "fake-verda-token",
         "GITHUB_TOKEN": "fake-github-token",
+        "LOCAL_ARTIFACTS_URL": "http://127.0.0.1:0",  # each worker serves its own store
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -1,4 +1,4 @@
-"""ArtifactStore: content addressing, idempotent writes, path-escape rejection, records."""
+"""FileStore: content addressing, idempotent writes, path-escape rejection, records."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from activities.artifacts import ArtifactStore, ArtifactStoreError
 from models.audit import ArtifactResult, GenerateResult
+from storage.files import ArtifactStoreError, FileStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts")
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "artifacts")
 
 
-def test_put_bytes_is_content_addressed(store: ArtifactStore) -> None:
+def test_put_bytes_is_content_addressed(store: FileStore) -> None:
     """A blob lands at blobs/<sha[:2]>/<sha><suffix> and its URI reads back the same bytes."""
     data = b"glTF some bytes"
     sha = hashlib.sha256(data).hexdigest()
@@ -31,7 +31,7 @@ def test_put_bytes_is_content_addressed(store: ArtifactStore) -> None:
     assert store.sha256_of(uri) == sha
 
 
-def test_put_bytes_is_idempotent(store: ArtifactStore) -> None:
+def test_put_bytes_is_idempotent(store: FileStore) -> None:
     """Storing the same bytes twice gives the same URI, one file and no temporary leftovers."""
     first = store.put_bytes(b"payload", ".png")
     mtime = store.path(first).stat().st_mtime_ns
@@ -44,20 +44,20 @@ def test_put_bytes_is_idempotent(store: ArtifactStore) -> None:
     assert files == [store.path(first)]
 
 
-def test_different_bytes_get_different_uris(store: ArtifactStore) -> None:
+def test_different_bytes_get_different_uris(store: FileStore) -> None:
     """Different content, different address; the suffix is part of the name only."""
     assert store.put_bytes(b"a", ".glb") != store.put_bytes(b"b", ".glb")
     assert store.put_bytes(b"a", "") != store.put_bytes(b"a", ".glb")
 
 
 @pytest.mark.parametrize("suffix", ["glb", "../x", ".gl/b", ".a b", "." + "x" * 17])
-def test_put_bytes_rejects_bad_suffixes(store: ArtifactStore, suffix: str) -> None:
+def test_put_bytes_rejects_bad_suffixes(store: FileStore, suffix: str) -> None:
     """A suffix can never introduce a path separator or odd characters."""
     with pytest.raises(ArtifactStoreError):
         store.put_bytes(b"x", suffix)
 
 
-def test_path_rejects_escapes(store: ArtifactStore, tmp_path: Path) -> None:
+def test_path_rejects_escapes(store: FileStore, tmp_path: Path) -> None:
     """URIs outside the root, via `..`, percent-encoding or other schemes are refused."""
     outside = tmp_path / "secret.txt"
     outside.write_text("secret")
@@ -76,7 +76,7 @@ def test_path_rejects_escapes(store: ArtifactStore, tmp_path: Path) -> None:
             store.path(uri)
 
 
-def test_path_rejects_symlink_escape(store: ArtifactStore, tmp_path: Path) -> None:
+def test_path_rejects_symlink_escape(store: FileStore, tmp_path: Path) -> None:
     """A symlink inside the root that points outside does not open a way out."""
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -88,7 +88,7 @@ def test_path_rejects_symlink_escape(store: ArtifactStore, tmp_path: Path) -> No
         store.read_bytes((store.root / "link" / "f.bin").as_uri())
 
 
-def test_sha256_of_hashes_non_blob_files(store: ArtifactStore) -> None:
+def test_sha256_of_hashes_non_blob_files(store: FileStore) -> None:
     """Files in the store that are not named by their hash are hashed for real."""
     path = store.root / "other" / "file.bin"
     path.parent.mkdir(parents=True)
@@ -97,7 +97,7 @@ def test_sha256_of_hashes_non_blob_files(store: ArtifactStore) -> None:
     assert store.sha256_of(path.as_uri()) == hashlib.sha256(b"content").hexdigest()
 
 
-def test_missing_blob_raises_file_not_found(store: ArtifactStore) -> None:
+def test_missing_blob_raises_file_not_found(store: FileStore) -> None:
     """A well-formed URI inside the root without a file behind it is FileNotFoundError."""
     sha = "ab" * 32
     uri = (store.root / "blobs" / "ab" / f"{sha}.glb").as_uri()
@@ -107,7 +107,7 @@ def test_missing_blob_raises_file_not_found(store: ArtifactStore) -> None:
         store.sha256_of(uri)
 
 
-def test_records_round_trip_with_url_keys(store: ArtifactStore) -> None:
+def test_records_round_trip_with_url_keys(store: FileStore) -> None:
     """Any key (URLs with slashes, dots, queries) maps to a hashed file inside the root."""
     key = "https://cdn.example.com/../../etc/passwd?x=/../y#frag"
     record = ArtifactResult(uri="file:///x/y.glb", size=12)
@@ -122,7 +122,7 @@ def test_records_round_trip_with_url_keys(store: ArtifactStore) -> None:
     assert files[0].name == hashlib.sha256(key.encode()).hexdigest() + ".json"
 
 
-def test_records_are_separated_by_namespace_and_replaced(store: ArtifactStore) -> None:
+def test_records_are_separated_by_namespace_and_replaced(store: FileStore) -> None:
     """Namespaces do not collide, and a second put replaces the first."""
     first = GenerateResult(glb_uri="file:///a.glb", size=1, generation_time=1.5)
     second = GenerateResult(glb_uri="file:///b.glb", size=2, generation_time=2.5)
@@ -135,7 +135,7 @@ def test_records_are_separated_by_namespace_and_replaced(store: ArtifactStore) -
 
 
 @pytest.mark.parametrize("namespace", ["", "../x", "a/b", ".hidden", "x" * 65])
-def test_records_reject_bad_namespaces(store: ArtifactStore, namespace: str) -> None:
+def test_records_reject_bad_namespaces(store: FileStore, namespace: str) -> None:
     """The namespace is the one caller-chosen path part, so it is strictly validated."""
     with pytest.raises(ArtifactStoreError):
         store.put_record(namespace, "k", ArtifactResult(uri="file:///a", size=1))

@@ -21,7 +21,6 @@ from PIL import Image
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.artifacts import ArtifactStore
 from activities.generation import GenerationActivities
 from models.audit import (
     FetchArtifactInput,
@@ -31,6 +30,7 @@ from models.audit import (
     ProviderName,
 )
 from models.errors import ErrorType
+from storage import LocalArtifactStore
 from tests.helpers import assert_eventually, free_port
 
 
@@ -159,8 +159,8 @@ async def miner() -> AsyncIterator[FakeMiner]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts")
+def store(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(tmp_path / "artifacts", "http://127.0.0.1:9")
 
 
 @pytest_asyncio.fixture
@@ -170,7 +170,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def acts(store: ArtifactStore, http: httpx.AsyncClient) -> GenerationActivities:
+def acts(store: LocalArtifactStore, http: httpx.AsyncClient) -> GenerationActivities:
     return GenerationActivities(
         store,
         http,
@@ -202,12 +202,12 @@ async def run_failing(env: ActivityEnvironment, fn: Any, arg: Any) -> Applicatio
 
 
 async def test_generate_stores_glb_and_sends_the_miner_contract(
-    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore
+    miner: FakeMiner, acts: GenerationActivities, store: LocalArtifactStore
 ) -> None:
     """Success: multipart fields and seed arrive, the GLB is stored, generation_time > 0."""
     result = await ActivityEnvironment().run(acts.generate, gen_input(miner))
 
-    assert store.read_bytes(result.glb_uri) == VALID_GLB
+    assert store.files.read_bytes(result.glb_uri) == VALID_GLB
     assert result.size == len(VALID_GLB)
     assert result.generation_time > 0
     assert result.glb_uri.endswith(".glb")
@@ -303,7 +303,11 @@ async def test_generate_http_error_is_miner_failed(
     ],
 )
 async def test_generate_bad_output(
-    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore, mode: str, expected: str
+    miner: FakeMiner,
+    acts: GenerationActivities,
+    store: LocalArtifactStore,
+    mode: str,
+    expected: str,
 ) -> None:
     """v1: empty, non-GLB, unloadable GLB and over-cap bodies -> non-retryable MINER_BAD_OUTPUT."""
     miner.mode = mode
@@ -374,7 +378,7 @@ async def test_generate_prompt_server_trouble_is_retryable(
 
 
 async def test_fetch_artifact_downloads_once(
-    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore
+    miner: FakeMiner, acts: GenerationActivities, store: LocalArtifactStore
 ) -> None:
     """A submitted GLB is downloaded into the store once; the second call is a cache hit."""
     env = ActivityEnvironment()
@@ -383,7 +387,7 @@ async def test_fetch_artifact_downloads_once(
     second = await env.run(acts.fetch_artifact, FetchArtifactInput(url=url, max_bytes=1 << 20))
 
     assert first == second
-    assert store.read_bytes(first.uri) == VALID_GLB
+    assert store.files.read_bytes(first.uri) == VALID_GLB
     assert first.size == len(VALID_GLB)
     assert first.uri.endswith(".glb")
     assert miner.requests["cdn/sub.glb"] == 1
@@ -416,11 +420,11 @@ async def test_fetch_artifact_failures(miner: FakeMiner, acts: GenerationActivit
 
 
 async def test_fetch_artifact_file_urls_only_inside_allowed_roots(
-    acts: GenerationActivities, store: ArtifactStore, tmp_path: Path, http: httpx.AsyncClient
+    acts: GenerationActivities, store: LocalArtifactStore, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
     """file:// URLs are read from the store or configured roots; anything else is refused."""
     env = ActivityEnvironment()
-    inside = store.put_bytes(VALID_GLB, ".glb")
+    inside = store.files.put_bytes(VALID_GLB, ".glb")
     result = await env.run(acts.fetch_artifact, FetchArtifactInput(url=inside, max_bytes=1 << 20))
     assert result.uri == inside
 
@@ -436,7 +440,7 @@ async def test_fetch_artifact_file_urls_only_inside_allowed_roots(
     fetched = await env.run(
         allowed.fetch_artifact, FetchArtifactInput(url=outside.as_uri(), max_bytes=1 << 20)
     )
-    assert store.read_bytes(fetched.uri) == VALID_GLB
+    assert store.files.read_bytes(fetched.uri) == VALID_GLB
 
     gone = await run_failing(
         env,
@@ -473,7 +477,7 @@ async def test_fetch_prompt_without_http_url_is_permanent(
 
 
 async def test_slow_generation_keeps_its_real_time(
-    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore
+    miner: FakeMiner, acts: GenerationActivities, store: LocalArtifactStore
 ) -> None:
     """Headers after `timeout` but within timeout+download: the GLB is kept with its real time."""
     miner.mode = "delayed"
@@ -485,7 +489,7 @@ async def test_slow_generation_keeps_its_real_time(
 
     result = await env.run(acts.generate, arg)
 
-    assert store.read_bytes(result.glb_uri) == VALID_GLB
+    assert store.files.read_bytes(result.glb_uri) == VALID_GLB
     assert 0.8 <= result.generation_time < 3.3
     assert result.generation_time > arg.timeout.total_seconds()
     assert len(beats) >= 3  # heartbeats kept coming while the miner worked
@@ -535,7 +539,7 @@ async def test_prompt_sent_as_upstream_jpeg_part(
 
 
 @pytest_asyncio.fixture
-async def following_acts(store: ArtifactStore) -> AsyncIterator[GenerationActivities]:
+async def following_acts(store: LocalArtifactStore) -> AsyncIterator[GenerationActivities]:
     """Activities on a client that follows redirects, as the worker's shared one does."""
     async with httpx.AsyncClient(follow_redirects=True) as client:
         yield GenerationActivities(store, client, heartbeat_interval=0.05)
@@ -574,14 +578,14 @@ async def test_v2_failures_are_miner_failed(
 
 @pytest.mark.parametrize("mode", ["empty", "not_glb", "bad_glb"])
 async def test_v2_stores_any_2xx_body_for_the_render_step_to_judge(
-    miner: FakeMiner, acts: GenerationActivities, store: ArtifactStore, mode: str
+    miner: FakeMiner, acts: GenerationActivities, store: LocalArtifactStore, mode: str
 ) -> None:
     """v2 (upstream): any 2xx body is stored as the GLB, not refused here; the render step then
     fails it with upstream's reason (the prompt keeps its GLB URL, time and size)."""
     miner.mode = mode
     arg = gen_input(miner, download_timeout=timedelta(seconds=30))
     result = await ActivityEnvironment().run(acts.generate, arg)
-    assert result.size == len(store.read_bytes(result.glb_uri))
+    assert result.size == len(store.files.read_bytes(result.glb_uri))
     assert result.generation_time >= 0.0
 
 

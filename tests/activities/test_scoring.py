@@ -13,7 +13,6 @@ from PIL import Image
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.artifacts import ArtifactStore
 from activities.preview import (
     CAMERA_AZIMUTHS_DEGREES,
     GRID_GAP,
@@ -29,6 +28,7 @@ from activities.scoring import DinoEmbedder, ScoringActivities
 from demo.tiny_model import build_tiny_dinov3
 from models.audit import RenderPreviewInput, ScoreDistanceInput
 from models.errors import ErrorType
+from storage import LocalArtifactStore
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
@@ -62,12 +62,14 @@ def renderer() -> Iterator[PreviewRenderer]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts")
+def store(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(tmp_path / "artifacts", "http://127.0.0.1:9")
 
 
 @pytest.fixture
-def scoring(store: ArtifactStore, model_dir: Path, renderer: PreviewRenderer) -> ScoringActivities:
+def scoring(
+    store: LocalArtifactStore, model_dir: Path, renderer: PreviewRenderer
+) -> ScoringActivities:
     return ScoringActivities(store, str(model_dir), "cpu", renderer=renderer)
 
 
@@ -135,13 +137,13 @@ async def test_golden_preview_matches_upstreams_render_service(renderer: Preview
 
 
 async def test_render_preview_is_a_2x2_grid(
-    scoring: ScoringActivities, store: ArtifactStore
+    scoring: ScoringActivities, store: LocalArtifactStore
 ) -> None:
     """A box renders to a 1041x1041 RGB PNG: white corners, black gaps, the mesh in each view."""
-    png_uri = await render(scoring, store.put_bytes(box_glb(), ".glb"))
+    png_uri = await render(scoring, store.files.put_bytes(box_glb(), ".glb"))
 
     assert png_uri.endswith(".png")
-    image = Image.open(io.BytesIO(store.read_bytes(png_uri)))
+    image = Image.open(io.BytesIO(store.files.read_bytes(png_uri)))
     assert image.format == "PNG"
     assert image.mode == "RGB"
     assert image.size == (GRID_SIZE, GRID_SIZE) == (1041, 1041)
@@ -170,10 +172,10 @@ async def test_rendering_is_deterministic(renderer: PreviewRenderer) -> None:
 
 
 async def test_render_preview_cache_hit(
-    scoring: ScoringActivities, store: ArtifactStore, model_dir: Path
+    scoring: ScoringActivities, store: LocalArtifactStore, model_dir: Path
 ) -> None:
     """A second render of the same GLB bytes returns the recorded preview without rendering."""
-    glb_uri = store.put_bytes(box_glb(), ".glb")
+    glb_uri = store.files.put_bytes(box_glb(), ".glb")
     first = await render(scoring, glb_uri)
 
     no_render = ScoringActivities(store, str(model_dir), "cpu", renderer=ExplodingRenderer())
@@ -183,14 +185,16 @@ async def test_render_preview_cache_hit(
         no_render.close()
 
 
-async def test_bad_glbs_are_render_failed(scoring: ScoringActivities, store: ArtifactStore) -> None:
+async def test_bad_glbs_are_render_failed(
+    scoring: ScoringActivities, store: LocalArtifactStore
+) -> None:
     """Unloadable bytes, point clouds and missing blobs -> non-retryable RENDER_FAILED."""
     point_cloud = trimesh.Scene(trimesh.PointCloud([[0, 0, 0], [1, 1, 1]])).export(file_type="glb")
     missing = (store.root / "blobs" / "ab" / ("ab" * 32 + ".glb")).as_uri()
     for uri in [
-        store.put_bytes(b"glTF\x02\x00\x00\x00" + b"\xff" * 64, ".glb"),
-        store.put_bytes(b"not a glb at all", ".glb"),
-        store.put_bytes(point_cloud, ".glb"),
+        store.files.put_bytes(b"glTF\x02\x00\x00\x00" + b"\xff" * 64, ".glb"),
+        store.files.put_bytes(b"not a glb at all", ".glb"),
+        store.files.put_bytes(point_cloud, ".glb"),
         missing,
     ]:
         with pytest.raises(ApplicationError) as info:
@@ -213,11 +217,11 @@ async def test_uri_outside_the_store_is_invalid_input(
 
 
 async def test_distance_identical_is_zero_and_different_is_larger(
-    scoring: ScoringActivities, store: ArtifactStore
+    scoring: ScoringActivities, store: LocalArtifactStore
 ) -> None:
     """distance(identical previews) ~ 0 < distance(box vs blue torus)."""
-    box_png = await render(scoring, store.put_bytes(box_glb(), ".glb"))
-    torus_png = await render(scoring, store.put_bytes(torus_glb(), ".glb"))
+    box_png = await render(scoring, store.files.put_bytes(box_glb(), ".glb"))
+    torus_png = await render(scoring, store.files.put_bytes(torus_glb(), ".glb"))
 
     same = await distance(scoring, box_png, box_png)
     different = await distance(scoring, box_png, torus_png)
@@ -228,15 +232,15 @@ async def test_distance_identical_is_zero_and_different_is_larger(
     assert await distance(scoring, torus_png, box_png) == pytest.approx(different, abs=1e-9)
 
 
-async def test_embeddings_are_cached_by_content(model_dir: Path, store: ArtifactStore) -> None:
+async def test_embeddings_are_cached_by_content(model_dir: Path, store: LocalArtifactStore) -> None:
     """Once embedded, a PNG is not read (or embedded) again."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, format="PNG")
-    uri = store.put_bytes(buffer.getvalue(), ".png")
-    sha = store.sha256_of(uri)
+    uri = store.files.put_bytes(buffer.getvalue(), ".png")
+    sha = store.files.sha256_of(uri)
     embedder = DinoEmbedder(str(model_dir), "cpu")
 
-    first = embedder.embed({sha: uri}, store.read_bytes)
+    first = embedder.embed({sha: uri}, store.files.read_bytes)
 
     def must_not_read(_: str) -> bytes:
         raise AssertionError("read although cached")
@@ -246,20 +250,22 @@ async def test_embeddings_are_cached_by_content(model_dir: Path, store: Artifact
     assert np.linalg.norm(first[sha]) == pytest.approx(1.0)
 
 
-async def test_not_a_png_is_render_failed(scoring: ScoringActivities, store: ArtifactStore) -> None:
+async def test_not_a_png_is_render_failed(
+    scoring: ScoringActivities, store: LocalArtifactStore
+) -> None:
     """Scoring a file that is not an image fails permanently, naming the URI."""
-    bogus = store.put_bytes(b"definitely not a png", ".png")
+    bogus = store.files.put_bytes(b"definitely not a png", ".png")
     with pytest.raises(ApplicationError) as info:
         await distance(scoring, bogus, bogus)
     assert info.value.type == ErrorType.RENDER_FAILED
     assert bogus in info.value.message
 
 
-async def test_missing_model_names_dinov3_model(store: ArtifactStore, tmp_path: Path) -> None:
+async def test_missing_model_names_dinov3_model(store: LocalArtifactStore, tmp_path: Path) -> None:
     """A DINOV3_MODEL path with no model -> non-retryable error naming the variable."""
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), WHITE).save(buffer, format="PNG")
-    png = store.put_bytes(buffer.getvalue(), ".png")
+    png = store.files.put_bytes(buffer.getvalue(), ".png")
     missing = str(tmp_path / "no-model-here")
     scoring = ScoringActivities(store, missing, "cpu", renderer=ExplodingRenderer())
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from temporalio.client import Client
 
@@ -41,6 +42,14 @@ async def test_honest_miner_passes_each_prompt_generated_once(
     assert sorted(generated) == sorted(stems)
     assert all(e["distance"] is not None and e["distance"] < 1e-3 for e in generated.values())
     assert all(e["attempts"] == 1 for e in generated.values())
+    # Public http URLs served from the local store, never file://; each answers with its file.
+    async with httpx.AsyncClient() as http:
+        for stem, entry in generated.items():
+            for field, magic in (("glb", b"glTF"), ("png", b"\x89PNG")):
+                url = entry[field]
+                assert url.startswith("http://127.0.0.1:"), url
+                assert url.endswith(f"/rounds/1/{miner.hotkey}/generated/{stem}.{field}"), url
+                assert (await http.get(url)).content[:4] == magic, url
     pod_stats = world.read_json(f"rounds/1/{miner.hotkey}/pod_stats.json")
     assert isinstance(pod_stats, dict)
     assert sum(s["processed"] for s in pod_stats.values()) == N

@@ -172,6 +172,7 @@ def worker_env(world: World, address: str, **overrides: str) -> dict[str, str]:
             "COMPETITION_REPO": str(world.bare),
             "WORK_DIR": str(s.work_dir),
             "ARTIFACTS_DIR": str(s.artifacts_dir),
+            "LOCAL_ARTIFACTS_URL": "http://127.0.0.1:0",
             "LOCAL_PODS_DIR": str(s.local_pods_dir),
             "LOCAL_MINER_CALL_LOG": str(world.call_log),
             "DINOV3_MODEL": s.dinov3_model,

@@ -1,10 +1,10 @@
-"""The artifact store: content-addressed blobs (GLB, PNG) and a small JSON record store.
+"""Files on one host: content-addressed blobs (GLB, PNG), JSON records and published copies.
 
-Owns everything under its root directory: `blobs/<sha[:2]>/<sha><suffix>` for bytes and
-`records/<namespace>/<sha256(key)>.json` for idempotency records and caches. Workflow payloads carry
-the store's `file://` URIs, never the bytes (DESIGN.md). It does not own the network, the miner
-contract or Temporal: it is plain synchronous file I/O, which activities call through
-`asyncio.to_thread`.
+Owns everything under its root directory: `blobs/<sha[:2]>/<sha><suffix>` for bytes,
+`records/<namespace>/<sha256(key)>.json` for idempotency records and caches, and `public/<key>`
+for the copies published at public URLs. It is the embedded default's whole store and the S3
+store's local cache (`storage.local`, `storage.s3`). It does not own the network, the miner
+contract or Temporal: it is plain synchronous file I/O, which the stores run in threads.
 
 Every write goes through `atomic.write_atomic` (a temporary file published with `os.replace`),
 so a reader never sees a half-written blob or record, and a crash mid-write leaves only a stray
@@ -13,8 +13,10 @@ temporary file. Writes are idempotent: the same bytes always land at the same pa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import TypeVar
@@ -33,10 +35,24 @@ _HASH_CHUNK_BYTES = 1024 * 1024
 
 
 class ArtifactStoreError(ValueError):
-    """A URI, suffix or namespace the store refuses (outside the root, malformed, ...)."""
+    """A URI, suffix, key or namespace the store refuses (outside the root, malformed, ...)."""
 
 
-class ArtifactStore:
+_PUBLIC_KEY_RE = re.compile(r"^[A-Za-z0-9._=+@-]+(/[A-Za-z0-9._=+@-]+)*$")
+
+
+def check_public_key(key: str) -> str:
+    """`key` if it is a safe relative object key (no `..`, no empty or hidden segment).
+
+    Raises:
+        ArtifactStoreError: naming the key.
+    """
+    if not _PUBLIC_KEY_RE.match(key) or any(part.startswith(".") for part in key.split("/")):
+        raise ArtifactStoreError(f"invalid public artifact key {key!r}")
+    return key
+
+
+class FileStore:
     """Content-addressed blob store plus a JSON record store, rooted at one directory.
 
     Owns: the layout under `root`, atomic publication of files, and the guarantee that no URI or
@@ -106,6 +122,31 @@ class ArtifactStore:
             raise ArtifactStoreError(f"URI outside the artifact store {self._root}: {uri!r}")
         return resolved
 
+    def blob_uri(self, digest: str, suffix: str) -> str | None:
+        """The `file://` URI of the blob with this sha256 and suffix, if it is stored here."""
+        if not _SUFFIX_RE.match(suffix) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ArtifactStoreError(f"invalid blob name {digest!r}{suffix!r}")
+        target = self._root / "blobs" / digest[:2] / f"{digest}{suffix}"
+        return target.as_uri() if target.is_file() else None
+
+    def publish(self, uri: str, key: str) -> Path:
+        """Copy the blob at `uri` to `public/<key>` (replacing what was there) and return it.
+
+        Raises:
+            ArtifactStoreError: Invalid key or URI outside the store.
+            FileNotFoundError: No such blob.
+        """
+        target = self._root / "public" / check_public_key(key)
+        data = self.read_bytes(uri)
+        if not (target.is_file() and target.read_bytes() == data):
+            write_atomic(target, data)
+        return target
+
+    @property
+    def public_root(self) -> Path:
+        """The directory the published copies live in (what a file server serves)."""
+        return self._root / "public"
+
     def read_bytes(self, uri: str) -> bytes:
         """The bytes behind a store URI.
 
@@ -137,6 +178,32 @@ class ArtifactStore:
             while chunk := handle.read(_HASH_CHUNK_BYTES):
                 digest.update(chunk)
         return digest.hexdigest()
+
+    def touch(self, uri: str) -> None:
+        """Mark a blob as just used, so `trim` keeps it longer (a cache's LRU order)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(uri))
+
+    def trim(self, max_bytes: int) -> int:
+        """Delete the least recently used blobs until they take at most `max_bytes`.
+
+        Only `blobs/` is a cache; records and published copies are never trimmed. Returns the
+        number of bytes freed.
+        """
+        entries: list[tuple[float, int, Path]] = []
+        for path in (self._root / "blobs").glob("*/*"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        freed = 0
+        for _, size, path in sorted(entries):
+            if total - freed <= max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                freed += size
+        return freed
 
     # --- records --------------------------------------------------------------------------------
 
