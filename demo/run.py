@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
@@ -282,6 +283,10 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
             # next demo run attached to this loop, which then ends at once.
             with contextlib.suppress(WorkflowFailureError):
                 await loop.result()
+            # While the worker (which serves the local store's copies) still runs.
+            urls, broken = await check_public_urls(
+                bare, round_number, [m.hotkey for m in MINERS] + ["leader"]
+            )
     written = read_json(bare, CompetitionPaths.generation_audits(round_number))
     if not isinstance(written, dict) or set(written) != {m.hotkey for m in MINERS}:
         print(f"generation_audits.json does not hold this run's verdicts: {written}")
@@ -299,6 +304,10 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
     print(f"\n=== verdicts this run wrote (rounds/{round_number}/generation_audits.json) ===")
     for miner, handle in zip(MINERS, handles, strict=True):
         _print_verdict(miner, results[miner.hotkey], f"{ui}/{handle.id}")
+    print(
+        f"\n{urls} public URLs in this round's generated.json files"
+        + (f"; {len(broken)} do not answer: {broken[:3]}" if broken else ", each answers")
+    )
     summary = {m.label: results[m.hotkey].audit.outcome.value for m in MINERS}
     print(f"\nsummary: {json.dumps(summary)}")
     print(f"demo finished in {time.monotonic() - started:.0f}s")
@@ -316,7 +325,35 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
     if wrong:
         print(f"UNEXPECTED verdicts for: {', '.join(wrong)}", file=sys.stderr)
         return 1
+    if broken:
+        print("generated.json holds URLs that do not answer", file=sys.stderr)
+        return 1
     return 0
+
+
+async def check_public_urls(
+    bare: Path, round_number: int, hotkeys: list[str]
+) -> tuple[int, list[str]]:
+    """How many glb/png URLs the round's generated.json files hold, and those that are not
+    http(s) or do not answer 200 (generated.json's readers fetch every one)."""
+    urls: list[str] = []
+    for hotkey in hotkeys:
+        entries = read_json(bare, CompetitionPaths.generated(round_number, hotkey))
+        if isinstance(entries, dict):  # None: no generated.json (a build that failed)
+            for entry in entries.values():
+                urls += [entry[f] for f in ("glb", "png") if isinstance(entry.get(f), str)]
+    broken: list[str] = []
+    async with httpx.AsyncClient() as http:
+        for url in urls:
+            try:
+                ok = url.startswith(("http://", "https://")) and (
+                    (await http.get(url)).status_code == 200
+                )
+            except httpx.HTTPError:
+                ok = False
+            if not ok:
+                broken.append(url)
+    return len(urls), broken
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.audit import ProviderName
-from models.settings import SettingsError, load_settings
+from models.settings import Settings, SettingsError, load_settings
 
 ENV_NAMES = [
     "GPU_PROVIDERS",
@@ -142,3 +142,12 @@ def test_round_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MAX_CHECK_STATE_INTERVAL", "60")
     with pytest.raises(SettingsError, match="MIN_CHECK_STATE_INTERVAL"):
         load_settings()
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    """Operators configure from README's table: every environment variable appears in it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    aliases = [f.alias for f in Settings.model_fields.values() if f.alias]
+    assert [a for a in aliases if f"`{a}`" not in readme] == []
