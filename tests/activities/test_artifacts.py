@@ -139,3 +139,23 @@ def test_records_reject_bad_namespaces(store: FileStore, namespace: str) -> None
     """The namespace is the one caller-chosen path part, so it is strictly validated."""
     with pytest.raises(ArtifactStoreError):
         store.put_record(namespace, "k", ArtifactResult(uri="file:///a", size=1))
+
+
+def test_trim_keeps_the_most_recently_used_blobs(tmp_path: Path) -> None:
+    """The S3 store's local cache is bounded: the least recently used blobs go first, and
+    records and published copies are never trimmed."""
+    import os
+
+    store = FileStore(tmp_path)
+    uris = [store.put_bytes(bytes([i]) * 1000, ".glb") for i in range(4)]
+    for age, uri in enumerate(uris):  # uris[0] is the oldest
+        os.utime(store.path(uri), (1000 + age, 1000 + age))
+    store.touch(uris[0])  # used just now
+    store.publish(uris[1], "rounds/1/h/generated/s.glb")
+    store.put_record("generate", "k", ArtifactResult(uri=uris[1], size=1000))
+    assert store.trim(2000) == 2000
+    kept = [uri for uri in uris if store.path(uri).is_file()]
+    assert kept == [uris[0], uris[3]]
+    assert (store.public_root / "rounds/1/h/generated/s.glb").read_bytes() == bytes([1]) * 1000
+    assert store.get_record("generate", "k", ArtifactResult) is not None
+    assert store.trim(10**9) == 0

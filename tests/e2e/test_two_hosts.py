@@ -11,10 +11,8 @@ import pytest
 from temporalio.client import Client
 
 from models.competition import AuditOutcome
-from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
+from models.constants import GPU_TASK_QUEUE, TASK_QUEUE, audit_workflow_id
 from testing.s3_server import S3Server
-
-__all__ = ["worker_processes"]  # the fixture, shared with the restart tests
 from tests.e2e.conftest import World
 from tests.e2e.test_restart_safety import (
     WorkerProcess,
@@ -24,6 +22,9 @@ from tests.e2e.test_restart_safety import (
     worker_env,
     worker_processes,
 )
+from tests.helpers import pod_workflow_id
+
+__all__ = ["worker_processes"]  # the fixture, shared with the restart tests
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +72,15 @@ async def test_audit_on_two_hosts_sharing_only_temporal_and_s3(
     gpu_cache = world.root / "gpu-artifacts" / "blobs"
     assert len(list(gpu_cache.rglob("*.glb"))) >= len(stems)
     assert len(list(gpu_cache.rglob("*.png"))) >= len(stems)
+
+    # The key pair stays in the workers' environment: not in a history, not in a log line.
+    histories = [
+        await client.get_workflow_handle(audit_workflow_id(1, miner.hotkey)).fetch_history(),
+    ]
+    for index in range(result.pods_started):
+        pod = await pod_workflow_id(client, audit_workflow_id(1, miner.hotkey), index)
+        histories.append(await client.get_workflow_handle(pod).fetch_history())
+    texts = [h.to_json() for h in histories] + [w.output() for w in worker_processes]
+    assert any("s3://" in text for text in texts)  # the payloads do carry store keys
+    for text in texts:
+        assert s3.secret_access_key not in text
