@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format server
+.PHONY: install demo test lint format server bench
 
 ## install: system libraries (if missing), .venv, torch (CPU), the project with dev extras
 install:
@@ -18,6 +18,10 @@ demo: install
 ## test: the full suite (starts its own Temporal dev servers)
 test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+## bench: the quick variant of each benchmark, one line each (full sizes: benchmarks/README.md)
+bench: install
+	$(PYTHON) -m benchmarks.temporal_cost --prompts 32 --pods 4 --generation 0.05 0.2
 
 ## lint: ruff, ruff format --check, mypy (strict)
 lint: install
