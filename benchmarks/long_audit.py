@@ -150,6 +150,20 @@ class AuditRun:
     """Start -> result, by each of run_fake_audit's `cpu_clocks` (name -> seconds)."""
 
 
+def fake_audit_worker(client: Client, queue: str, activities: Sequence[Any]) -> Worker:
+    """A worker on `queue` for `WORKFLOWS` and `activities` (also the gpu ones: point the policy's
+    `gpu_task_queue` at `queue`), with worker.py's workflow task and activity slot defaults."""
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=WORKFLOWS,
+        activities=list(activities),
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        max_concurrent_activities=200,
+        max_concurrent_workflow_tasks=100,
+    )
+
+
 async def run_fake_audit(
     client: Client,
     world: FakeWorld,
@@ -168,13 +182,8 @@ async def run_fake_audit(
     audit_id = workflow_id or f"audit-{world.files.round}-{world.files.hotkey}-{uuid.uuid4()}"
     queue = f"queue-{audit_id}"  # unique per audit, and fixed for a fixed id (recorded histories)
     world.policy = world.policy.model_copy(update={"gpu_task_queue": queue})
-    async with Worker(
-        client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=list(activities if activities is not None else world.activities()),
-        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
-        max_concurrent_activities=200,
+    async with fake_audit_worker(
+        client, queue, activities if activities is not None else world.activities()
     ):
         clocks = dict(cpu_clocks or {})
         cpu_started = {name: clock() for name, clock in clocks.items()}
