@@ -31,8 +31,10 @@ start (waiting for a worker slot or for a core) and start -> complete (the worke
 Then the growth from base to large (x scale prompts): each per-prompt cost large / base, 1.00 =
 linear; and which limit comes first, the largest share of its limit among: CPU (the machine's
 busy share), workflow task slots (workflows open at once / 100: a workflow has at most one task
-in flight, so the slots cannot run short before that), history (longest run / hard limit) and
-memory (peak RSS / this machine's RAM). A long schedule -> start with slots to spare is the CPU.
+in flight, so the slots cannot run short before that), one parent's tasks (the busiest audit
+parent's share of the wall time with a workflow task in flight: every pod's results go through
+that one workflow, one task at a time), history (longest run / hard limit) and memory (peak RSS
+/ this machine's RAM). A long schedule -> start with slots to spare is the CPU.
 
 It asserts nothing. The worker and the server share this machine's cores; compare rows of one run.
 """
@@ -189,6 +191,25 @@ def task_latencies(history: WorkflowHistory) -> tuple[list[float], list[float]]:
     return waits, runs
 
 
+def task_busy_seconds(history: WorkflowHistory) -> float:
+    """Seconds one run had a workflow task in flight (scheduled -> completed or failed): a
+    workflow runs one task at a time, so this over the wall time is how busy it was."""
+    scheduled: float | None = None
+    busy = 0.0
+    for event in history.events:
+        at = event.event_time.ToMicroseconds() / 1e6
+        if event.HasField("workflow_task_scheduled_event_attributes"):
+            scheduled = at if scheduled is None else scheduled
+        elif scheduled is not None and (
+            event.HasField("workflow_task_completed_event_attributes")
+            or event.HasField("workflow_task_failed_event_attributes")
+            or event.HasField("workflow_task_timed_out_event_attributes")
+        ):
+            busy += at - scheduled
+            scheduled = None
+    return busy
+
+
 def _p95(values: Sequence[float]) -> float:
     if not values:
         return 0.0
@@ -232,6 +253,7 @@ class Measured:
     rss_server: int
     task_waits: list[float]
     task_runs: list[float]
+    parent_busy: float  # the busiest audit's parent: share of the wall time with a task in flight
 
     @property
     def total_prompts(self) -> int:
@@ -371,6 +393,8 @@ async def run_scenario(scenario: Scenario, generation: float) -> Measured:
         rss_server=rss.server,
         task_waits=waits,
         task_runs=task_runs,
+        parent_busy=max(sum(task_busy_seconds(r.history) for r in h.parent) for h in histories)
+        / wall,
     )
 
 
@@ -431,6 +455,7 @@ def report(measured: Sequence[Measured]) -> str:
         limits = {
             "CPU": m.machine_busy,
             "workflow task slots": m.workflows / WORKFLOW_TASK_SLOTS,
+            "one parent's tasks": m.parent_busy,
             "history": m.max_run_events / HARD_EVENT_LIMIT,
             "memory": (m.rss_worker + m.rss_server) / memory if memory else 0.0,
         }
