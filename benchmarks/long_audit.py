@@ -32,7 +32,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -98,6 +98,19 @@ class GenerateSpans:
     """Monotonic (start, end) of every fake generate call, to measure the makespan."""
 
     spans: list[tuple[float, float]] = field(default_factory=list)
+    by_pod: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """The same spans by the pod URL they were sent to."""
+
+    @property
+    def handover(self) -> float:
+        """Mean seconds a pod sat idle between the end of one generation and the start of its
+        next (0 without two generations on one pod)."""
+        gaps = [
+            nxt[0] - prev[1]
+            for spans in self.by_pod.values()
+            for prev, nxt in zip(sorted(spans), sorted(spans)[1:], strict=False)
+        ]
+        return statistics.mean(gaps) if gaps else 0.0
 
     @property
     def makespan(self) -> float:
@@ -117,7 +130,9 @@ def timed_activities(world: FakeWorld, delay: float, spans: GenerateSpans) -> li
         start = time.monotonic()
         await asyncio.sleep(delay)
         result: GenerateResult = await original(input)
-        spans.spans.append((start, time.monotonic()))
+        span = (start, time.monotonic())
+        spans.spans.append(span)
+        spans.by_pod.setdefault(input.pod_url, []).append(span)
         return result
 
     return [generate if a is original else a for a in fakes]
@@ -131,6 +146,22 @@ class AuditRun:
     workflow_id: str
     wall_seconds: float
     histories: AuditHistories
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """Start -> result, by each of run_fake_audit's `cpu_clocks` (name -> seconds)."""
+
+
+def fake_audit_worker(client: Client, queue: str, activities: Sequence[Any]) -> Worker:
+    """A worker on `queue` for `WORKFLOWS` and `activities` (also the gpu ones: point the policy's
+    `gpu_task_queue` at `queue`), with worker.py's workflow task and activity slot defaults."""
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=WORKFLOWS,
+        activities=list(activities),
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        max_concurrent_activities=200,
+        max_concurrent_workflow_tasks=100,
+    )
 
 
 async def run_fake_audit(
@@ -139,23 +170,23 @@ async def run_fake_audit(
     *,
     activities: Sequence[Any] | None = None,
     workflow_id: str | None = None,
+    cpu_clocks: Mapping[str, Callable[[], float]] | None = None,
 ) -> AuditRun:
     """Run one AuditWorkflow on its own task queue against `world` and collect its histories.
 
     The worker registers `WORKFLOWS` and `activities` (default: `world.activities()`) and also
-    serves the gpu activities (the policy's `gpu_task_queue` is set to its queue).
+    serves the gpu activities (the policy's `gpu_task_queue` is set to its queue). With
+    `cpu_clocks` (name -> CPU seconds so far), the CPU used over the same span as the wall time
+    is kept too.
     """
     audit_id = workflow_id or f"audit-{world.files.round}-{world.files.hotkey}-{uuid.uuid4()}"
     queue = f"queue-{audit_id}"  # unique per audit, and fixed for a fixed id (recorded histories)
     world.policy = world.policy.model_copy(update={"gpu_task_queue": queue})
-    async with Worker(
-        client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=list(activities if activities is not None else world.activities()),
-        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
-        max_concurrent_activities=200,
+    async with fake_audit_worker(
+        client, queue, activities if activities is not None else world.activities()
     ):
+        clocks = dict(cpu_clocks or {})
+        cpu_started = {name: clock() for name, clock in clocks.items()}
         started = time.monotonic()
         handle = await client.start_workflow(
             "AuditWorkflow",
@@ -166,11 +197,18 @@ async def run_fake_audit(
         )
         result = await handle.result()
         wall = time.monotonic() - started
+        cpu = {name: clock() - cpu_started[name] for name, clock in clocks.items()}
     first_run = handle.first_execution_run_id
     if first_run is None:
         raise RuntimeError(f"{audit_id} started without a run id")
     histories = await audit_histories(client, audit_id, first_run)
-    return AuditRun(result=result, workflow_id=audit_id, wall_seconds=wall, histories=histories)
+    return AuditRun(
+        result=result,
+        workflow_id=audit_id,
+        wall_seconds=wall,
+        histories=histories,
+        cpu_seconds=cpu,
+    )
 
 
 def long_audit_world(prompts: int, pods: int, initial_pods: int, generation: float) -> FakeWorld:

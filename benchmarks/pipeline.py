@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.pipeline                 # 24 prompts, 2 pods, 3 s generations
     .venv/bin/python -m benchmarks.pipeline --prompts 12 --generation 2
     .venv/bin/python -m benchmarks.pipeline --loops 4 --straggler 3   # + pod 1 three times slower
+    .venv/bin/python -m benchmarks.pipeline --loops 4 --dying 4       # + pod 1 dies mid-run
 
 Everything is real but the GPU: an in-memory Temporal dev server, the project's workers (real
 activities), the `local` provider running the reference miner with a fixed generation delay,
@@ -14,6 +15,10 @@ before it takes its next prompt; 4: upstream's loops sharing one GPU slot) and p
 - ideal: ceil(prompts / pods) x generation time (every pod generating back to back); with
   `--straggler F` (pod 1's miner F times slower, LOCAL_POD_SLOWDOWN) the same audit runs once
   more and its ideal is the fluid bound prompts x generation / (sum of the pods' speeds);
+  with `--dying K` (pod 1's miner answers K generations and exits half-way through the next,
+  LOCAL_POD_DIES_AFTER; the audit must notice and start a replacement pod) once more, against
+  the fluid bound (prompts + 1/2) x generation / pods: the half generation the dead pod lost,
+  the replacement ready at once;
 - ratio span / ideal, and the per-prompt orchestration cost on a pod's critical path,
   (span - ideal) x pods / prompts;
 - where that cost goes: the start (first pod ready -> its first generate started, from the
@@ -70,6 +75,35 @@ GPU_WORKER_NICE = 10
 
 
 @dataclass(frozen=True)
+class Fault:
+    """What is wrong with pod 1 in one audit: nothing, a slowdown factor, or a death."""
+
+    slowdown: float | None = None
+    dies_after: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.slowdown is not None:
+            return f"pod 1 x{self.slowdown:g}"
+        if self.dies_after is not None:
+            return f"pod 1 dies@{self.dies_after}"
+        return "healthy"
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe tag (each audit gets its own directories)."""
+        return self.label.replace(" ", "-").replace("@", "-")
+
+    def ideal(self, prompts: int, pods: int, generation: float) -> float:
+        """The lower bound on the span this fault allows (see the module docstring)."""
+        if self.slowdown is not None:
+            return prompts * generation / (pods - 1 + 1 / self.slowdown)
+        if self.dies_after is not None:
+            return (prompts + 0.5) * generation / pods
+        return math.ceil(prompts / pods) * generation
+
+
+@dataclass(frozen=True)
 class Row:
     """One audit's measurements."""
 
@@ -85,6 +119,7 @@ class Row:
     gap: float
     tail: float
     miner: float
+    pods_started: int
 
     @property
     def ratio(self) -> float:
@@ -97,18 +132,23 @@ class Row:
 
 
 def bench_settings(
-    root: Path, address: str, pods: int, loops: int, slowdown: dict[int, float] | None = None
+    root: Path, address: str, pods: int, loops: int, fault: Fault | None = None
 ) -> Settings:
     """Demo-like settings for one measured audit (no start delay, fast polls)."""
+    fault = fault or Fault()
+    tag = f"{loops}-{fault.key}"
+    slowdown = {1: fault.slowdown} if fault.slowdown is not None else {}
+    dies_after = {1: fault.dies_after} if fault.dies_after is not None else {}
     values = {
-        "LOCAL_POD_SLOWDOWN": json.dumps(slowdown or {}),
+        "LOCAL_POD_SLOWDOWN": json.dumps(slowdown),
+        "LOCAL_POD_DIES_AFTER": json.dumps(dies_after),
         "TEMPORAL_ADDRESS": address,
         "GPU_PROVIDERS": "local",
         "COMPETITION_REPO": str(root / "competition.git"),
-        "WORK_DIR": str(root / f"work-{loops}-{len(slowdown or {})}"),
-        "ARTIFACTS_DIR": str(root / f"artifacts-{loops}-{len(slowdown or {})}"),
+        "WORK_DIR": str(root / f"work-{tag}"),
+        "ARTIFACTS_DIR": str(root / f"artifacts-{tag}"),
         "LOCAL_ARTIFACTS_URL": "http://127.0.0.1:0",
-        "LOCAL_PODS_DIR": str(root / f"pods-{loops}-{len(slowdown or {})}"),
+        "LOCAL_PODS_DIR": str(root / f"pods-{tag}"),
         "DINOV3_MODEL": str(root / "dinov3-tiny"),
         "PODS_PER_MINER": str(pods),
         "INITIAL_POD_COUNT": str(pods),
@@ -120,7 +160,7 @@ def bench_settings(
         "GENERATION_TIMEOUT": "60",
         "GENERATION_MEDIAN_LIMIT": "60",
         "ACCEPTABLE_DISTANCE": "0.005",
-        "LOCAL_MINER_CALL_LOG": str(root / f"calls-{loops}-{len(slowdown or {})}.jsonl"),
+        "LOCAL_MINER_CALL_LOG": str(root / f"calls-{tag}.jsonl"),
     }
     for name, value in values.items():
         os.environ[name] = value
@@ -224,10 +264,9 @@ async def measure(
 ) -> Row:
     """Publish a round, run one audit with `args.loops_now` loops per pod, measure it."""
     loops: int = args.loops_now
-    slowdown: dict[int, float] = args.slowdown_now
+    fault: Fault = args.fault_now
     address = client.service_client.config.target_host
-    settings = bench_settings(root, address, args.pods, loops, slowdown)
-    speeds = sum(1 / slowdown.get(i, 1.0) for i in range(args.pods))
+    settings = bench_settings(root, address, args.pods, loops, fault)
     miner = DemoMiner(
         hotkey=HOTKEY, label="honest", image=f"local/reference-miner?delay={args.generation}"
     )
@@ -259,15 +298,12 @@ async def measure(
             pod_child_id(handle.id, index, handle.first_execution_run_id)
         )
         generates.append(activity_spans(await pod.fetch_history(), "generate", answers))
-    idle = miner_idle_gaps(root / f"calls-{loops}-{len(slowdown)}.jsonl")
-    straggling = bool(slowdown)
+    idle = miner_idle_gaps(root / f"calls-{loops}-{fault.key}.jsonl")
     return Row(
         loops=loops,
-        scenario=f"pod 1 x{slowdown[1]:g}" if straggling else "healthy",
+        scenario=fault.label,
         span=max(results) - min(ready),
-        ideal=args.prompts * args.generation / speeds
-        if straggling
-        else math.ceil(args.prompts / args.pods) * args.generation,
+        ideal=fault.ideal(args.prompts, args.pods, args.generation),
         prompts=args.prompts,
         pods=args.pods,
         parent_events=len(history.events),
@@ -276,6 +312,7 @@ async def measure(
         gap=statistics.mean(idle) if idle else 0.0,
         tail=max(results) - max(spans[-1][1] for spans in generates if spans),
         miner=statistics.mean(float(a["generation_time"]) for a in answers),
+        pods_started=result.pods_started,
     )
 
 
@@ -293,6 +330,13 @@ async def main(argv: Sequence[str] | None = None) -> None:
         help="also run each audit with pod 1's miner this many times slower",
     )
     parser.add_argument(
+        "--dying",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also run each audit with pod 1's miner dying half-way through its generation K+1",
+    )
+    parser.add_argument(
         "--gpu-worker",
         choices=["process", "inline"],
         default="process",
@@ -307,14 +351,16 @@ async def main(argv: Sequence[str] | None = None) -> None:
         env = await start_dev_server()
         try:
             with StaticServer(root / "www") as www:
-                scenarios: list[dict[int, float]] = [{}]
+                scenarios = [Fault()]
                 if args.straggler is not None:
-                    scenarios.append({1: args.straggler})
+                    scenarios.append(Fault(slowdown=args.straggler))
+                if args.dying is not None:
+                    scenarios.append(Fault(dies_after=args.dying))
                 number = 0
                 for loops in args.loops:
-                    for slowdown in scenarios:
+                    for fault in scenarios:
                         number += 1
-                        args.loops_now, args.slowdown_now = loops, slowdown
+                        args.loops_now, args.fault_now = loops, fault
                         rows.append(await measure(env.client, root, www, number, args))
         finally:
             await env.shutdown()
@@ -323,15 +369,16 @@ async def main(argv: Sequence[str] | None = None) -> None:
         f"(ideal {rows[0].ideal:.1f} s)"
     )
     print(
-        "loops/pod  scenario    ideal s  span s  ratio  cost/prompt on critical path  "
-        "(start  GPU gap  tail)  miner s  parent events/prompt  verdict"
+        "loops/pod  scenario          ideal s  span s  ratio  cost/prompt on critical path  "
+        "(start  GPU gap  tail)  miner s  parent events/prompt  pods started  verdict"
     )
     for row in rows:
         print(
-            f"{row.loops:>9}  {row.scenario:<10} {row.ideal:7.1f}  {row.span:6.1f}  "
+            f"{row.loops:>9}  {row.scenario:<16} {row.ideal:7.1f}  {row.span:6.1f}  "
             f"{row.ratio:5.3f}  {row.cost_ms:24.0f} ms  "
             f"({row.start * 1000:4.0f} ms {row.gap * 1000:5.0f} ms {row.tail * 1000:5.0f} ms)"
-            f"  {row.miner:7.3f}  {row.parent_events / row.prompts:20.1f}  {row.outcome}"
+            f"  {row.miner:7.3f}  {row.parent_events / row.prompts:20.1f}  "
+            f"{row.pods_started:12}  {row.outcome}"
         )
 
 

@@ -52,6 +52,12 @@ def parse_args(argv: Sequence[str] | None = None) -> MinerConfig:
         "--variant", type=_variant, default=0, help="model variant (non-zero: other meshes)"
     )
     parser.add_argument("--call-log", type=Path, default=None, help="append-only JSONL call log")
+    parser.add_argument(
+        "--die-after",
+        type=_variant,
+        default=None,
+        help="answer this many generations, then exit half-way through the next (a pod dying)",
+    )
     args = parser.parse_args(argv)
     return MinerConfig(
         port=args.port,
@@ -61,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MinerConfig:
         startup=args.startup,
         variant=args.variant,
         call_log=args.call_log,
+        die_after=args.die_after,
     )
 
 

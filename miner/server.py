@@ -43,6 +43,14 @@ logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 MAX_SEED = 2**64 - 1
+DIED_EXIT_CODE = 3
+"""Exit status of a miner that died on purpose (`--die-after`)."""
+
+
+def _die() -> None:
+    """End this process at once, as a crashed pod does: no answer, no cleanup."""
+    logging.shutdown()
+    os._exit(DIED_EXIT_CODE)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class MinerConfig:
     startup: float = 0.0  # seconds after start before /health says ready
     variant: int = 0  # which "model": a different variant gives different meshes
     call_log: Path | None = None
+    die_after: int | None = None  # answer this many generations, then die during the next one
 
 
 @dataclass
@@ -90,6 +99,7 @@ class MinerServer:
     config: MinerConfig
     clock: Callable[[], float] = time.monotonic
     stats: MinerStats = field(default_factory=MinerStats)
+    die: Callable[[], None] = _die
 
     def __post_init__(self) -> None:
         self._started = self.clock()
@@ -151,6 +161,12 @@ class MinerServer:
         self.stats.in_flight += 1
         try:
             async with self._lock:
+                answered = self.stats.succeeded + self.stats.failed
+                if self.config.die_after is not None and answered >= self.config.die_after:
+                    # A pod that dies mid-run: half-way through this generation, no answer.
+                    logger.warning("dying after %d generations (--die-after)", answered)
+                    await asyncio.sleep(self.config.delay / 2)
+                    self.die()
                 # The whole generation takes `delay` (the mesh is built within it, not after).
                 started = time.monotonic()
                 glb = await asyncio.to_thread(

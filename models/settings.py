@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         alias="LOCAL_POD_SLOWDOWN",
         description="JSON: pod index (upstream's i) -> factor on its miner's delay (benchmarks)",
     )
+    local_pod_dies_after: dict[int, int] = Field(
+        default_factory=dict,
+        alias="LOCAL_POD_DIES_AFTER",
+        description="JSON: pod index (upstream's i) -> generations its miner answers before it "
+        "dies during the next (benchmarks)",
+    )
 
     # Audit policy (upstream defaults)
     pods_per_miner: int = Field(4, ge=1, alias="PODS_PER_MINER")

@@ -220,6 +220,7 @@ class LocalProvider:
         env: PodEnv | None = None,
         images: dict[str, str] | None = None,
         slowdown: dict[int, float] | None = None,
+        dies_after: dict[int, int] | None = None,
     ) -> None:
         """Create a provider over `state_dir` (created if missing).
 
@@ -233,6 +234,8 @@ class LocalProvider:
                 (the demo "pulls" the images its build tracker names this way).
             slowdown: LOCAL_POD_SLOWDOWN: pod index (upstream's i in `miner-NN-hk-i[-key]`) ->
                 factor on its miner's delay: a straggler for benchmarks.
+            dies_after: LOCAL_POD_DIES_AFTER: pod index -> generations its miner answers before
+                it exits half-way through the next (`--die-after`): a pod dying mid-run.
         """
         self._state_dir = state_dir
         self._call_log = call_log
@@ -240,6 +243,7 @@ class LocalProvider:
         self._env = dict(env or {})
         self._images = dict(images or {})
         self._slowdown = dict(slowdown or {})
+        self._dies_after = dict(dies_after or {})
 
     async def deploy(self, name: str, image: str) -> ContainerInfo:
         """Start a miner for `name`, or return the live one already registered under it."""
@@ -344,6 +348,8 @@ class LocalProvider:
         ]
         if self._call_log is not None:
             argv += ["--call-log", str(self._call_log.resolve())]
+        if _pod_index(name) in self._dies_after:
+            argv += ["--die-after", str(self._dies_after[_pod_index(name)])]
         env = dict(os.environ)
         env.pop(HF_TOKEN_ENV, None)  # the pod gets the configured token or none, as on a cloud
         env.update({key: value.get_secret_value() for key, value in self._env.items()})

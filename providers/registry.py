@@ -78,6 +78,7 @@ def _local(settings: Settings) -> GpuProvider:
         env=pod_env(settings.hf_token),
         images=settings.local_images,
         slowdown=settings.local_pod_slowdown,
+        dies_after=settings.local_pod_dies_after,
     )
 
 

@@ -318,3 +318,20 @@ async def test_slowdown_makes_one_pod_a_straggler(tmp_path: Path) -> None:
         assert delay_of(slow.container_id or "") == 1.5
         assert delay_of(fast.container_id or "") == 0.5
         await cleanup.delete_all()
+
+
+async def test_dies_after_reaches_only_that_pod(tmp_path: Path) -> None:
+    """LOCAL_POD_DIES_AFTER: the pod with that upstream index gets `--die-after N`; the others,
+    and its replacement (the next index), run a miner that never dies."""
+    async with local_provider(tmp_path / "pods") as cleanup:
+        provider = LocalProvider(tmp_path / "pods", dies_after={1: 4})
+        dying = await provider.deploy("miner-01-abc-1-0a1b2c3d", f"{IMAGE}?delay=0")
+        healthy = await provider.deploy("miner-01-abc-2-0a1b2c3d", f"{IMAGE}?delay=0")
+
+        def argv_of(pid: str) -> list[str]:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+        dying_argv = argv_of(dying.container_id or "")
+        assert dying_argv[dying_argv.index("--die-after") + 1] == "4"
+        assert "--die-after" not in argv_of(healthy.container_id or "")
+        await cleanup.delete_all()

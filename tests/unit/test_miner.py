@@ -16,6 +16,7 @@ import trimesh
 
 from miner.__main__ import parse_args
 from miner.mesh import FAMILIES, Family, MeshSpec, build_mesh, encode_glb, generate_glb, mesh_spec
+from miner.server import DIED_EXIT_CODE
 from models.miner_api import (
     GENERATE_PATH,
     GLB_CONTENT_TYPE,
@@ -288,10 +289,37 @@ async def test_one_request_at_a_time(
     assert loop.time() - start >= 0.9  # 3 x 0.3 s, serialised by the lock
 
 
+async def test_die_after_answers_then_exits_mid_generation(
+    http: httpx.AsyncClient, tmp_path: Path, stopped_after: list[MinerProcess]
+) -> None:
+    """--die-after 1 (LOCAL_POD_DIES_AFTER): one answer, then the next request gets none and the
+    process exits with DIED_EXIT_CODE, its 'received' line logged (a pod dying mid-run)."""
+    call_log = tmp_path / "calls.jsonl"
+    miner = MinerProcess(
+        free_port(),
+        *("--die-after", "1", "--delay", "0.2", "--call-log", str(call_log)),
+        log=tmp_path / "m.log",
+    )
+    stopped_after.append(miner)
+    await wait_healthy(http, miner.url)
+    assert (await generate(http, miner.url, 1)).status_code == 200
+    with pytest.raises(httpx.HTTPError):
+        await generate(http, miner.url, 2)
+    assert miner.process.wait(timeout=10) == DIED_EXIT_CODE
+    assert [line["status"] for line in read_call_log(call_log)] == ["received", "ok", "received"]
+
+
 def test_parse_args_rejects_bad_values() -> None:
     """The command line validates its numbers."""
     config = parse_args(["--port", "1", "--delay", "0.5", "--fail-rate", "0.25", "--variant", "2"])
     assert (config.delay, config.fail_rate, config.variant, config.startup) == (0.5, 0.25, 2, 0.0)
-    for bad in (["--fail-rate", "1.5"], ["--delay", "-1"], ["--variant", "-2"]):
+    assert config.die_after is None
+    assert parse_args(["--port", "1", "--die-after", "3"]).die_after == 3
+    for bad in (
+        ["--fail-rate", "1.5"],
+        ["--delay", "-1"],
+        ["--variant", "-2"],
+        ["--die-after", "-1"],
+    ):
         with pytest.raises(SystemExit):
             parse_args(["--port", "1", *bad])

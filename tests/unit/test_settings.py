@@ -71,6 +71,19 @@ def test_comma_list_of_providers_in_priority_order(monkeypatch: pytest.MonkeyPat
     ]
 
 
+def test_local_pod_faults_for_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOCAL_POD_SLOWDOWN and LOCAL_POD_DIES_AFTER: JSON maps of pod index, empty by default."""
+    monkeypatch.delenv("LOCAL_POD_DIES_AFTER", raising=False)
+    assert load_settings().local_pod_dies_after == {}
+    monkeypatch.setenv("LOCAL_POD_SLOWDOWN", '{"1": 3}')
+    monkeypatch.setenv("LOCAL_POD_DIES_AFTER", '{"1": 4}')
+    settings = load_settings()
+    assert (settings.local_pod_slowdown, settings.local_pod_dies_after) == ({1: 3.0}, {1: 4})
+    monkeypatch.setenv("LOCAL_POD_DIES_AFTER", '{"1": "soon"}')
+    with pytest.raises(SettingsError, match="LOCAL_POD_DIES_AFTER"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
