@@ -183,6 +183,23 @@ class AuditProgress(_Frozen):
     waiting_for: list[str] = Field(
         default_factory=list, description="our services pods are waiting for (an outage)"
     )
+    median_seconds: float | None = Field(
+        None, description="median generation time of the done prompts so far (seconds)"
+    )
+    pods: list[PodProgress] = Field(default_factory=list, description="every pod started")
+
+
+class PodProgress(_Frozen):
+    """One pod of an audit as the `progress` query shows it (the status board's pod column)."""
+
+    index: int
+    pod_name: str
+    phase: PodPhase
+    waiting_for: str | None = None
+    in_flight: int = 0
+    processed: int = 0
+    successful: int = 0
+    failed: int = 0
 
 
 class PodRef(_Frozen):

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
     temporal_tls: bool = Field(False, alias="TEMPORAL_TLS")
     temporal_api_key: SecretStr | None = Field(None, alias="TEMPORAL_API_KEY")
+    temporal_ui_url: str | None = Field(
+        None,
+        alias="TEMPORAL_UI_URL",
+        description="Web UI base URL for printed links; derived from TEMPORAL_ADDRESS if unset",
+    )
     task_queue: str = Field(TASK_QUEUE, min_length=1, alias="TASK_QUEUE")
     gpu_task_queue: str = Field(GPU_TASK_QUEUE, min_length=1, alias="GPU_TASK_QUEUE")
 

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         PodFinished,
         PodInput,
         PodPhase,
+        PodProgress,
         PodReady,
         PodWaiting,
         PrefetchPromptsInput,
@@ -246,6 +247,22 @@ class AuditWorkflow:
             pods_active=sum(1 for p in run.pods if p.phase is not PodPhase.FINISHED),
             pods_started=run.pods_started,
             waiting_for=self._waiting_for(run),
+            median_seconds=_median(
+                [p.best.generation_time for p in run.prompts.values() if p.done and p.best]
+            ),
+            pods=[
+                PodProgress(
+                    index=p.index,
+                    pod_name=p.pod_name,
+                    phase=p.phase,
+                    waiting_for=p.waiting_for,
+                    in_flight=len(p.outstanding),
+                    processed=p.tracker.processed,
+                    successful=p.tracker.successful,
+                    failed=p.tracker.hard_failed,
+                )
+                for p in run.pods
+            ],
         )
 
     # --- reading and the build ------------------------------------------------------------------
@@ -1025,6 +1042,15 @@ class AuditWorkflow:
     def _set_status(self, status: AuditStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
+
+
+def _median(times: Sequence[float]) -> float | None:
+    """Plain median of the positive times (the progress query), None before the first."""
+    ordered = sorted(t for t in times if t > 0)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _entry(result: PromptResult) -> GenerationEntry:
