@@ -4,6 +4,7 @@
     python starter.py run                                      # start (or attach to) the round loop
     python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
     python starter.py cancel --round 1 --hotkey HOTKEY         # cancel it (pods are deleted)
+    python starter.py status [--round N] [--once]              # the live status board
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
     python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
 
@@ -325,6 +326,23 @@ def _print_flushed(line: str) -> None:
     print(line, flush=True)
 
 
+async def run_status_command(
+    settings: Settings, round_number: int | None, *, once: bool, out: TextIO
+) -> int:
+    """`starter.py status`: the board (status_board.py), once or live until Ctrl-C."""
+    from rich.console import Console
+
+    import status_board
+
+    client = await connect(settings)
+    console = Console(file=out, width=None if out.isatty() else 160)
+    try:
+        await status_board.show(client, round_number, once=once, console=console)
+    except asyncio.CancelledError:  # Ctrl-C on the live board
+        return 0
+    return 0
+
+
 async def run_cancel_command(settings: Settings, round_number: int, hotkey: str) -> int:
     """`starter.py cancel`: request cancellation; the audit deletes its pods, writes nothing."""
     client = await connect(settings)
@@ -431,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--round", type=int, required=True)
     audit.add_argument("--hotkey", required=True)
     audit.add_argument("--no-wait", action="store_true", help="start and return at once")
+    status = sub.add_parser(
+        "status", help="the live status board: every audit of a round, refreshed until Ctrl-C"
+    )
+    status.add_argument("--round", type=int, help="the round (default: the latest)")
+    status.add_argument("--once", action="store_true", help="print the board once and exit")
     cancel = sub.add_parser("cancel", help="cancel an audit: its pods are deleted, nothing written")
     cancel.add_argument("--round", type=int, required=True)
     cancel.add_argument("--hotkey", required=True)
@@ -480,6 +503,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             return 0
         if args.command == "run":
             return asyncio.run(run_round_command(settings, watch=args.watch))
+        if args.command == "status":
+            return asyncio.run(run_status_command(settings, args.round, once=args.once, out=stdout))
         if args.command == "cancel":
             return asyncio.run(run_cancel_command(settings, args.round, args.hotkey))
         return asyncio.run(
