@@ -5,6 +5,7 @@
     python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
     python starter.py cancel --round 1 --hotkey HOTKEY         # cancel it (pods are deleted)
     python starter.py status [--round N] [--once]              # the live status board
+    python starter.py report --round N --hotkey H -o out.html  # an audit's HTML report
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
     python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
 
@@ -431,6 +432,19 @@ def render_preview_file(glb: Path, output: Path) -> str | None:
     return None
 
 
+# --- report -------------------------------------------------------------------------------------
+
+
+def write_report(source: CompetitionSource, args: argparse.Namespace, policy: AuditPolicy) -> None:
+    """`starter.py report`: the audit's HTML page from the repo's files."""
+    from reporting.html_report import ImageFetcher, load_report_data, render_html
+
+    data = load_report_data(source, args.round, args.hotkey, policy)
+    with ImageFetcher() as images:
+        page = render_html(data, images)
+    args.output.write_text(page, encoding="utf-8")
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 
@@ -449,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--round", type=int, required=True)
     audit.add_argument("--hotkey", required=True)
     audit.add_argument("--no-wait", action="store_true", help="start and return at once")
+    report = sub.add_parser("report", help="write an audit's self-contained HTML report")
+    report.add_argument("--round", type=int, required=True)
+    report.add_argument("--hotkey", required=True)
+    report.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
+    report.add_argument(
+        "--competition-repo", help="directory, bare repo or git URL (default: COMPETITION_REPO)"
+    )
     status = sub.add_parser(
         "status", help="the live status board: every audit of a round, refreshed until Ctrl-C"
     )
@@ -503,6 +524,13 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             return 0
         if args.command == "run":
             return asyncio.run(run_round_command(settings, watch=args.watch))
+        if args.command == "report":
+            location = args.competition_repo or settings.competition_repo
+            if not location:
+                raise CliError("set COMPETITION_REPO or pass --competition-repo")
+            write_report(open_source(location, settings), args, settings.audit_policy())
+            print(f"wrote {args.output}")
+            return 0
         if args.command == "status":
             return asyncio.run(run_status_command(settings, args.round, once=args.once, out=stdout))
         if args.command == "cancel":
