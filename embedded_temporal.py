@@ -39,6 +39,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor, Plugin
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from models.constants import SEARCH_ATTRIBUTES
 from models.settings import Settings
@@ -180,6 +181,7 @@ async def connect(
     interceptors: Sequence[Interceptor] = (),
     plugins: Sequence[Plugin] = (),
     identity: str | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect to Temporal as configured: the one way the app gets a client.
 
@@ -191,6 +193,7 @@ async def connect(
         interceptors: Client interceptors (e.g. tracing), passed on to the workers too.
         plugins: Client plugins.
         identity: Identity shown in the Web UI; the SDK's default (pid@host) if None.
+        runtime: SDK runtime (telemetry.py: exports Temporal's own metrics); default if None.
 
     Returns:
         The connected client.
@@ -209,6 +212,7 @@ async def connect(
             interceptors=interceptors,
             plugins=plugins,
             identity=identity,
+            runtime=runtime,
         )
     except RuntimeError as e:
         hint = (

@@ -37,6 +37,8 @@ from embedded_temporal import connect
 from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
 from models.settings import Settings, SettingsError, load_settings
 from providers.registry import build_providers
+from telemetry import ActivityTelemetry, TelemetryError
+from telemetry import configure as configure_telemetry
 from workflows import WORKFLOWS
 
 logger = logging.getLogger("worker")
@@ -180,7 +182,13 @@ async def serve(settings: Settings, queues: Sequence[str]) -> None:
             settings.competition_branch,
             head[:10],
         )
-    client = await connect(settings, interceptors=[TracingInterceptor()])
+    telemetry = configure_telemetry()
+    tracer = telemetry.tracer_provider.get_tracer("temporalio")
+    client = await connect(
+        settings,
+        interceptors=[TracingInterceptor(tracer), ActivityTelemetry(telemetry)],
+        runtime=telemetry.runtime,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -194,6 +202,7 @@ async def serve(settings: Settings, queues: Sequence[str]) -> None:
         )
         await stop.wait()
         logger.info("shutting down (finishing running activities, up to %s)", GRACEFUL_SHUTDOWN)
+    telemetry.shutdown()
     logger.info("worker stopped")
 
 
@@ -215,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
         asyncio.run(serve(settings, queues))
-    except SettingsError as e:
+    except (SettingsError, TelemetryError) as e:
         logger.error("%s", e)
         return 2
     return 0
