@@ -31,6 +31,7 @@ from activities.config import ConfigActivities
 from activities.cpu import CpuPool
 from activities.generation import GenerationActivities
 from activities.github import GitHubActivities
+from activities.notify import NotifyActivities
 from activities.pods import PodActivities
 from competition.repo import CompetitionRepo, CompetitionRepoError
 from embedded_temporal import connect
@@ -104,6 +105,12 @@ async def running_workers(
                     cpu=cpu,
                 ).activities(),
                 *workflow_status.activities(),
+                *NotifyActivities(
+                    settings.discord_webhook_url.get_secret_value()
+                    if settings.discord_webhook_url
+                    else None,
+                    http,
+                ).activities(),
             ]
             if settings.github_repo is not None:
                 token = settings.github_token.get_secret_value() if settings.github_token else None

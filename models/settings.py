@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     generated_commit_interval_seconds: float = Field(600.0, ge=0, alias="GENERATED_COMMIT_INTERVAL")
     early_exit: EarlyExit = Field(EarlyExit.MISMATCH_LIMIT, alias="EARLY_EXIT")
     hf_token: SecretStr = Field(SecretStr(""), alias="HF_TOKEN")
+    discord_webhook_url: SecretStr | None = Field(None, alias="DISCORD_WEBHOOK_URL")
+    discord_progress_interval_seconds: float = Field(900.0, gt=0, alias="DISCORD_PROGRESS_INTERVAL")
 
     @field_validator("gpu_providers", mode="before")
     @classmethod
@@ -217,6 +219,8 @@ class Settings(BaseSettings):
             max_concurrent_prompts_per_pod=self.max_concurrent_prompts_per_pod,
             generated_commit_interval_seconds=self.generated_commit_interval_seconds,
             early_exit=self.early_exit,
+            notify=self.discord_webhook_url is not None,
+            progress_notice_seconds=self.discord_progress_interval_seconds,
         )
 
 
