@@ -48,7 +48,7 @@ from embedded_temporal import (
     ensure_server,
     workflow_url,
 )
-from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult, PodPhase
+from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult
 from models.competition import GenerationAudit
 from models.constants import ROUND_WORKFLOW_ID, TASK_QUEUE, audit_workflow_id
 from models.errors import CompetitionFileError, ErrorType
@@ -156,16 +156,15 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def estimate_remaining(progress: AuditProgress) -> float | None:
-    """Seconds until every prompt is done: the prompts left x the median so far, shared by the
-    pods that are ready; None before the first prompt is done or while no pod is ready."""
+def estimate_remaining(progress: AuditProgress, elapsed: float) -> float | None:
+    """Seconds until every prompt is done at the pace so far (prompts done per second since the
+    audit's run started, warm-up and render/score included); None before the first is done."""
     left = progress.total - progress.done
     if left <= 0:
         return 0.0
-    ready = sum(1 for pod in progress.pods if pod.phase is PodPhase.READY)
-    if progress.median_seconds is None or ready == 0:
+    if progress.done == 0 or elapsed <= 0:
         return None
-    return left * progress.median_seconds / ready
+    return left * elapsed / progress.done
 
 
 def describe_progress(progress: AuditProgress, elapsed: float | None = None) -> str:
@@ -174,7 +173,7 @@ def describe_progress(progress: AuditProgress, elapsed: float | None = None) -> 
     if progress.total == 0:
         return f"{progress.status}{timing}"
     median = f"median {progress.median_seconds:.1f}s" if progress.median_seconds is not None else ""
-    remaining = estimate_remaining(progress)
+    remaining = None if elapsed is None else estimate_remaining(progress, elapsed)
     eta = "ETA ?" if remaining is None else f"ETA {format_duration(remaining)}"
     parts = [
         f"{progress.done}/{progress.total} prompts done",

@@ -219,7 +219,7 @@ def render(board: Board) -> RenderableType:
         "ETA",
         "GPU time",
     ):
-        table.add_column(column, no_wrap=column in {"hotkey", "progress", "done"})
+        table.add_column(column, no_wrap=column != "progress", overflow="ellipsis")
     for row in board.audits:
         progress = row.progress
         status = row.audit_status or row.execution.lower()
@@ -227,11 +227,13 @@ def render(board: Board) -> RenderableType:
             status = f"{status} ({row.execution.lower()})"
         if progress is None and row.result is not None:
             audit = row.result.audit
-            bar: RenderableType = Text(audit.reason or audit.outcome.value)
+            bar: RenderableType = Text(
+                audit.reason or audit.outcome.value, overflow="ellipsis", no_wrap=True
+            )
             done = f"{audit.checked_prompts} checked"
-            mismatches = f"{audit.failed_prompts} ({audit.failed_critical} crit)"
+            mismatches = f"{audit.failed_prompts} ({audit.failed_critical}c)"
             median = f"{audit.generation_time:.1f}s" if audit.generation_time is not None else "-"
-            pods = f"{row.result.pods_started} started"
+            pods = f"{row.result.pods_started} used"
             eta = ""
         elif progress is None:
             bar = Text("-" if row.execution != "RUNNING" else "no worker answers")
@@ -241,11 +243,11 @@ def render(board: Board) -> RenderableType:
                 total=max(progress.total, 1), completed=progress.done, width=BAR_WIDTH
             )
             done = f"{progress.done}/{progress.total}"
-            mismatches = f"{progress.mismatches} ({progress.critical_mismatches} crit)"
+            mismatches = f"{progress.mismatches} ({progress.critical_mismatches}c)"
             median = f"{progress.median_seconds:.1f}s" if progress.median_seconds else "-"
             phases = Counter(str(pod.phase) for pod in progress.pods)
             pods = ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items())) or "-"
-            remaining = estimate_remaining(progress)
+            remaining = estimate_remaining(progress, row.elapsed_seconds)
             eta = "?" if remaining is None else format_duration(remaining)
         table.add_row(
             row.hotkey[:16],

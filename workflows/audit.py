@@ -182,6 +182,7 @@ class AuditWorkflow:
                 await self._drain_inbox()
                 self._progress_notice(final=False)
                 await self._send_notices()
+                self._show_details()
             return await self._finish()
         except workflow.ContinueAsNewError:
             raise
@@ -1129,6 +1130,19 @@ class AuditWorkflow:
     def _set_status(self, status: AuditStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The Web UI's "current details" of the audit: status and progress (query-side
+        metadata, not a command: replay-safe)."""
+        p = self.progress()
+        line = f"**{p.status.value}**"
+        if p.total:
+            line += (
+                f" — {p.done}/{p.total} prompts done, {p.mismatches} mismatches "
+                f"({p.critical_mismatches} critical), pods {p.pods_active} active"
+            )
+        workflow.set_current_details(line)
 
 
 def _median(times: Sequence[float]) -> float | None:

@@ -63,6 +63,6 @@ async def test_status_once_shows_a_running_audit_then_its_verdict(
     row = row_of(text, miner.hotkey)
     assert result.audit.outcome.value in row
     assert f"{N} checked" in row
-    assert f"{result.pods_started} started" in row
+    assert f"{result.pods_started} used" in row
     gpu_time = row.split("│")[-2].strip()
     assert gpu_time not in {"", "0s"}, row

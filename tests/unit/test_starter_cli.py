@@ -236,7 +236,7 @@ def test_unreachable_temporal_address_is_one_line(
 
 
 def test_progress_line_carries_elapsed_median_and_eta() -> None:
-    """8 prompts left at a 2 s median on 2 ready pods: ETA 8 s; no ETA before the first."""
+    """4 of 12 done in 125 s: 8 left at that pace, ETA 250 s; no ETA before the first."""
     pods = [
         PodProgress(index=0, pod_name="miner-01-hk-0", phase=PodPhase.READY),
         PodProgress(index=1, pod_name="miner-01-hk-1", phase=PodPhase.READY),
@@ -255,7 +255,7 @@ def test_progress_line_carries_elapsed_median_and_eta() -> None:
     line = starter.describe_progress(progress, elapsed=125)
     assert line == (
         "generating: 4/12 prompts done, 2 in flight, mismatches 0 (critical 0), "
-        "pods 3 active / 3 started, median 2.0s, 2m05s elapsed, ETA 8s"
+        "pods 3 active / 3 started, median 2.0s, 2m05s elapsed, ETA 4m10s"
     )
     first = progress.model_copy(update={"done": 0, "median_seconds": None})
     assert starter.describe_progress(first, elapsed=3).endswith("3s elapsed, ETA ?")
