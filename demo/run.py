@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -366,7 +367,11 @@ In another terminal:
 """,
         flush=True,
     )
-    await asyncio.Event().wait()
+    stop = asyncio.Event()
+    # Ctrl-C cancels this task (asyncio.run); SIGTERM (a service manager, `kill`) stops as well.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    print("playground stopped (the demo's Temporal server keeps running)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
