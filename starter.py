@@ -399,15 +399,24 @@ async def run_round_command(settings: Settings, watch: bool) -> int:
     if not watch:
         return 0
     last = ""
-    while True:  # until Ctrl-C: the loop itself runs forever
-        try:
-            line = describe_round(await handle.query("status", result_type=RoundStatus))
-        except Exception as e:  # no worker yet: the query waits for one
-            line = f"no answer yet ({e}); is `python worker.py` running?"
-        if line != last:
-            print(line)
-            last = line
-        await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+    try:
+        while True:  # until Ctrl-C: the loop itself runs forever
+            try:
+                line = describe_round(await handle.query("status", result_type=RoundStatus))
+            except Exception as e:  # no worker yet: the query waits for one
+                line = f"no answer yet ({e}); is `.venv/bin/python worker.py` running?"
+            if line != last:
+                print(line, flush=True)
+                last = line
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
+        print(
+            f"stopped watching; the round loop {handle.id} goes on. Stop it with "
+            f"`.venv/bin/temporal workflow cancel --address {settings.temporal_address} "
+            f"--workflow-id {handle.id}`",
+            file=sys.stderr,
+        )
+        raise
 
 
 # --- preview ------------------------------------------------------------------------------------
