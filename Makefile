@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format server bench
+.PHONY: install demo playground test lint format server bench
 
 ## install: system libraries (if missing), .venv, torch (CPU), the project with dev extras
 install:
@@ -14,6 +14,11 @@ install:
 ## demo: the whole system on this machine (embedded Temporal, local provider, reference miner)
 demo: install
 	$(PYTHON) -m demo
+
+## playground: the demo, then the whole local world stays up until Ctrl-C (Temporal, prompt
+## server, workers, the demo repo) so you can start audits, watch the board, read reports
+playground: install
+	$(PYTHON) -m demo --keep-running
 
 ## test: the full suite (starts its own Temporal dev servers)
 test: install

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -38,6 +39,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor, Plugin
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from models.constants import SEARCH_ATTRIBUTES
 from models.settings import Settings
@@ -48,7 +50,15 @@ UI_PORT = 8233
 """Web UI port of the embedded server (the dev server's default for gRPC port 7233)."""
 
 UI_ADDRESS = f"http://localhost:{UI_PORT}"
-"""Where an operator opens the Web UI of the embedded server."""
+"""Where an operator opens the Web UI of the embedded server on the default port."""
+
+UI_PORT_OFFSET = 1000
+"""The embedded server's Web UI listens on its gRPC port + 1000 (the `temporal` CLI's rule)."""
+
+COMPOSE_UI_PORT = 8233
+"""Web UI port of docker-compose.temporal.yml on a remote host."""
+
+CLOUD_UI = "https://cloud.temporal.io"
 
 DEFAULT_DB_FILE = Path(".temporal/dev.db")
 """SQLite file of the embedded server, relative to the working directory."""
@@ -90,12 +100,88 @@ class DevServerError(RuntimeError):
     """The embedded dev server could not be found, started or verified."""
 
 
+def ui_address(settings: Settings) -> str:
+    """Base URL of the Web UI for the configured server: TEMPORAL_UI_URL when set; else the
+    embedded server's (gRPC port + 1000) for a local address, Temporal Cloud's for a Cloud
+    address, and the compose file's port on the server's host otherwise."""
+    if settings.temporal_ui_url:
+        return settings.temporal_ui_url.rstrip("/")
+    try:
+        host, port = split_address(settings.temporal_address)
+    except ValueError:
+        return UI_ADDRESS
+    if is_local_address(settings.temporal_address):
+        return f"http://localhost:{port + UI_PORT_OFFSET}"
+    if host.endswith((".tmprl.cloud", ".api.temporal.io")):
+        return CLOUD_UI
+    return f"http://{host}:{COMPOSE_UI_PORT}"
+
+
+def workflow_url(settings: Settings, workflow_id: str) -> str:
+    """Web UI page of a workflow (its latest run) on the configured server."""
+    return (
+        f"{ui_address(settings)}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+    )
+
+
+def _short_reason(error: BaseException) -> str:
+    """The part of a connection error an operator needs (the SDK wraps it in tonic's debug)."""
+    text = str(error)
+    for needle, short in (
+        ("dns error", "the host name does not resolve"),
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("certificate", "TLS certificate problem"),
+    ):
+        if needle in text:
+            return short
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class DbLock:
+    """An exclusive `flock` on `<db_file>.lock`, held by the server process for its lifetime.
+
+    Owns the lock file descriptor until it is handed to the server (inherited across fork/exec):
+    the lock then lives exactly as long as the server, so a crash never leaves a stale lock, and
+    a second server on the same database is refused even when it would use another port.
+    """
+
+    def __init__(self, db_file: Path) -> None:
+        """Take the lock now.
+
+        Raises:
+            DevServerError: Another process holds it (the message names its pid file).
+        """
+        self.path = Path(f"{db_file}.lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            pid_file = Path(db_file).parent / "server.pid"
+            try:
+                pid = pid_file.read_text().strip()
+            except OSError:
+                pid = "unknown"
+            raise DevServerError(
+                f"the database {db_file} is in use by another Temporal server (pid {pid}, "
+                f"{pid_file}); use that server, or stop it first with `kill {pid}`"
+            ) from None
+
+    def release(self) -> None:
+        """Close this process's descriptor (the server keeps its own inherited copy)."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 async def connect(
     settings: Settings,
     *,
     interceptors: Sequence[Interceptor] = (),
     plugins: Sequence[Plugin] = (),
     identity: str | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect to Temporal as configured: the one way the app gets a client.
 
@@ -107,6 +193,7 @@ async def connect(
         interceptors: Client interceptors (e.g. tracing), passed on to the workers too.
         plugins: Client plugins.
         identity: Identity shown in the Web UI; the SDK's default (pid@host) if None.
+        runtime: SDK runtime (telemetry.py: exports Temporal's own metrics); default if None.
 
     Returns:
         The connected client.
@@ -125,16 +212,17 @@ async def connect(
             interceptors=interceptors,
             plugins=plugins,
             identity=identity,
+            runtime=runtime,
         )
     except RuntimeError as e:
         hint = (
-            "start the embedded server with `python starter.py server`"
+            "start the embedded server with `.venv/bin/python starter.py server`"
             if is_local_address(settings.temporal_address)
             else "check TEMPORAL_ADDRESS, TEMPORAL_TLS and TEMPORAL_API_KEY"
         )
         raise TemporalUnavailableError(
             f"cannot connect to Temporal at {settings.temporal_address} "
-            f"(namespace {settings.temporal_namespace!r}): {e}; {hint}"
+            f"(namespace {settings.temporal_namespace!r}): {_short_reason(e)}; {hint}"
         ) from e
 
 
@@ -334,7 +422,13 @@ class DevServer:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> DevServer:
-        """A server for TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE; `kwargs` go to the constructor."""
+        """A server for TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE; `kwargs` go to the constructor.
+
+        The Web UI port defaults to the gRPC port + 1000 (8233 for 7233), the address
+        `ui_address(settings)` prints.
+        """
+        if "ui_port" not in kwargs:
+            kwargs["ui_port"] = split_address(settings.temporal_address)[1] + UI_PORT_OFFSET
         return cls(settings.temporal_address, settings.temporal_namespace, **kwargs)
 
     @property
@@ -451,15 +545,20 @@ class DevServer:
     def _spawn(self) -> None:
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            self._log_offset = log.tell()
-            self._process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        lock = DbLock(self.db_file)
+        try:
+            with self.log_file.open("ab") as log:
+                self._log_offset = log.tell()
+                self._process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(lock.fd,),  # the server holds the database lock while it lives
+                )
+        finally:
+            lock.release()
         self.pid_file.write_text(f"{self._process.pid}\n")
 
     async def _wait_ready(self, deadline: float) -> None:
@@ -532,18 +631,21 @@ async def ensure_server(settings: Settings, **kwargs: Any) -> DevServer | None:
 
 
 def run_foreground(
-    settings: Settings, *, db_file: Path = DEFAULT_DB_FILE, ui_port: int | None = UI_PORT
+    settings: Settings, *, db_file: Path = DEFAULT_DB_FILE, ui_port: int | None = -1
 ) -> NoReturn:
     """Replace this process with the dev server (`python starter.py server`); Ctrl-C stops it.
+
+    The server keeps this process's pid, written to `server.pid` beside the database, and
+    inherits the database lock (`DbLock`), so a second server on the same file is refused.
 
     Args:
         settings: TEMPORAL_ADDRESS (must be local) and TEMPORAL_NAMESPACE.
         db_file: SQLite file that keeps the server's state across restarts.
-        ui_port: Web UI port, or None for headless.
+        ui_port: Web UI port, None for headless, -1 for gRPC port + 1000.
 
     Raises:
-        DevServerError: The address is not local, something already answers there, or the
-            `temporal` CLI is missing.
+        DevServerError: The address is not local, something already answers there, the
+            database is in use by another server, or the `temporal` CLI is missing.
     """
     address = settings.temporal_address
     if not is_local_address(address):
@@ -552,9 +654,15 @@ def run_foreground(
             "machine (unset TEMPORAL_ADDRESS or use localhost:PORT)"
         )
     if server_answers(address):
-        raise DevServerError(f"a server already answers at {address}")
-    server = DevServer.from_settings(settings, db_file=db_file, ui_port=ui_port)
-    server.db_file.parent.mkdir(parents=True, exist_ok=True)
+        raise DevServerError(
+            f"a server already answers at {address}; use it (its Web UI: "
+            f"{ui_address(settings)}), or stop it first" + _pid_hint(db_file.parent / "server.pid")
+        )
+    extra: dict[str, Any] = {} if ui_port == -1 else {"ui_port": ui_port}
+    server = DevServer.from_settings(settings, db_file=db_file, **extra)
+    lock = DbLock(server.db_file)
+    os.set_inheritable(lock.fd, True)  # held by the server after exec, released when it exits
+    server.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps this pid
     print(
         f"Temporal dev server on {address} (namespace {settings.temporal_namespace}), "
         f"Web UI {server.ui_address or 'off'}, data in {server.db_file}. Ctrl-C stops it.",
@@ -563,3 +671,13 @@ def run_foreground(
     )
     sys.stdout.flush()
     os.execv(server.binary, server.command)  # noqa: S606 - argv list, no shell
+
+
+def _pid_hint(pid_file: Path) -> str:
+    """` with kill PID` when the embedded server's pid file names a live process."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return ""
+    return f" with `kill {pid}` ({pid_file})"

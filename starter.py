@@ -3,6 +3,9 @@
     python starter.py server                                   # embedded Temporal + Web UI
     python starter.py run                                      # start (or attach to) the round loop
     python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
+    python starter.py cancel --round 1 --hotkey HOTKEY         # cancel it (pods are deleted)
+    python starter.py status [--round N] [--once]              # the live status board
+    python starter.py report --round N --hotkey H -o out.html  # an audit's HTML report
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
     python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
 
@@ -18,13 +21,18 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from competition.repo import (
     CompetitionRepo,
@@ -33,11 +41,17 @@ from competition.repo import (
     DirectorySource,
 )
 from competition.rounds import load_round_files
-from embedded_temporal import UI_ADDRESS, connect, ensure_server
+from embedded_temporal import (
+    DevServerError,
+    TemporalUnavailableError,
+    connect,
+    ensure_server,
+    workflow_url,
+)
 from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult
 from models.competition import GenerationAudit
 from models.constants import ROUND_WORKFLOW_ID, TASK_QUEUE, audit_workflow_id
-from models.errors import CompetitionFileError
+from models.errors import CompetitionFileError, ErrorType
 from models.rounds import RoundInput, RoundPolicy, RoundStatus
 from models.settings import Settings, SettingsError, load_settings
 from workflows.policy import verdict
@@ -45,6 +59,16 @@ from workflows.policy import verdict
 logger = logging.getLogger("starter")
 
 PROGRESS_INTERVAL_SECONDS = 1.0
+
+WORKER_CHECK_INTERVAL_SECONDS = 10.0
+"""How often `watch_audit` asks the server whether a worker polls the audit's queues."""
+
+POLLER_STALE_AFTER = timedelta(minutes=2)
+"""A poller not seen for this long is gone (a worker's long poll lasts about a minute)."""
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line (exit status 2)."""
 
 
 # --- verdict ------------------------------------------------------------------------------------
@@ -120,42 +144,154 @@ async def start_audit(
     return handle
 
 
-def history_url(namespace: str, workflow_id: str) -> str:
-    """Web UI page of a workflow's history (embedded server)."""
-    return f"{UI_ADDRESS}/namespaces/{namespace}/workflows/{workflow_id}"
+def format_duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h03m`: short enough for a progress line."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
-def describe_progress(progress: AuditProgress) -> str:
-    """One progress line."""
+def estimate_remaining(progress: AuditProgress, elapsed: float) -> float | None:
+    """Seconds until every prompt is done at the pace so far (prompts done per second since the
+    audit's run started, warm-up and render/score included); None before the first is done."""
+    left = progress.total - progress.done
+    if left <= 0:
+        return 0.0
+    if progress.done == 0 or elapsed <= 0:
+        return None
+    return left * elapsed / progress.done
+
+
+def describe_progress(progress: AuditProgress, elapsed: float | None = None) -> str:
+    """One progress line: counts, median so far, elapsed time and ETA."""
+    timing = f" [{format_duration(elapsed)} elapsed]" if elapsed is not None else ""
     if progress.total == 0:
-        return f"{progress.status}"
-    return (
-        f"{progress.status}: {progress.done}/{progress.total} prompts done, "
-        f"{progress.in_flight} in flight, mismatches {progress.mismatches} "
-        f"(critical {progress.critical_mismatches}), pods {progress.pods_active} active / "
-        f"{progress.pods_started} started"
+        return f"{progress.status}{timing}"
+    median = f"median {progress.median_seconds:.1f}s" if progress.median_seconds is not None else ""
+    remaining = None if elapsed is None else estimate_remaining(progress, elapsed)
+    eta = "ETA ?" if remaining is None else f"ETA {format_duration(remaining)}"
+    parts = [
+        f"{progress.done}/{progress.total} prompts done",
+        f"{progress.in_flight} in flight",
+        f"mismatches {progress.mismatches} (critical {progress.critical_mismatches})",
+        f"pods {progress.pods_active} active / {progress.pods_started} started",
+        *([median] if median else []),
+    ]
+    if elapsed is not None:
+        parts += [f"{format_duration(elapsed)} elapsed", eta]
+    return f"{progress.status}: {', '.join(parts)}"
+
+
+async def queue_has_worker(client: Client, task_queue: str, *, activities: bool = False) -> bool:
+    """True when a worker polled `task_queue` (its workflow or activity side) recently."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=(
+                TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+                if activities
+                else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+            ),
+        )
     )
+    cutoff = datetime.now(UTC) - POLLER_STALE_AFTER
+    return any(
+        poller.last_access_time.ToDatetime(tzinfo=UTC) >= cutoff for poller in response.pollers
+    )
+
+
+async def missing_workers(client: Client, task_queue: str, gpu_task_queue: str) -> list[str]:
+    """The queues an audit needs that no worker serves (empty when all are served)."""
+    missing = []
+    if not await queue_has_worker(client, task_queue):
+        missing.append(task_queue)
+    if not await queue_has_worker(client, gpu_task_queue, activities=True):
+        missing.append(gpu_task_queue)
+    return missing
 
 
 async def watch_audit(
     handle: WorkflowHandle[object, AuditResult],
     out: Callable[[str], None],
     interval: float = PROGRESS_INTERVAL_SECONDS,
+    *,
+    unserved: Callable[[], Awaitable[list[str]]] | None = None,
 ) -> AuditResult:
-    """Print progress lines as they change until the audit completes; return its result."""
+    """Print progress lines as they change until the audit completes; return its result.
+
+    Each line carries the elapsed time (since the audit's current run started) and an ETA;
+    with `unserved` (the queues no worker serves, e.g. `missing_workers`) it also says when
+    the audit waits for a worker.
+    """
     result_task = asyncio.ensure_future(handle.result())
     last = ""
+    started: datetime | None = None
+    warned: list[str] = []
+    next_worker_check = 0.0
+    loop = asyncio.get_running_loop()
     while not result_task.done():
         try:
+            if started is None:
+                started = (await handle.describe()).start_time
+            if unserved is not None and loop.time() >= next_worker_check:
+                next_worker_check = loop.time() + WORKER_CHECK_INTERVAL_SECONDS
+                missing = await unserved()
+                if missing and missing != warned:
+                    out(
+                        f"[{handle.id}] no worker serves task queue {', '.join(missing)}: the "
+                        "audit waits; start one with `.venv/bin/python worker.py`"
+                    )
+                elif warned and not missing:
+                    out(f"[{handle.id}] a worker serves every queue again")
+                warned = missing
             progress = await handle.query("progress", result_type=AuditProgress)
-            line = describe_progress(progress)
-            if line != last:
+            elapsed = (datetime.now(UTC) - started).total_seconds()
+            line = describe_progress(progress, elapsed)
+            key = describe_progress(progress)  # print on change, not on every tick
+            if key != last:
                 out(f"[{handle.id}] {line}")
-                last = line
-        except Exception as e:  # a closed or not yet started workflow answers queries late
+                last = key
+        except RPCError as e:  # a closed or not yet started workflow answers queries late
             logger.debug("progress query failed: %s", e)
         await asyncio.wait({result_task}, timeout=interval)
-    return result_task.result()
+    try:
+        return result_task.result()
+    except WorkflowFailureError as e:
+        raise CliError(f"audit {handle.id} failed: {deepest_message(e)}") from e
+
+
+def deepest_message(error: BaseException) -> str:
+    """The message that says why: the first error of ours (an `ErrorType`) in the cause chain,
+    else the innermost application error, else the innermost cause."""
+    chain: list[BaseException] = [error]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    ours = {kind.value for kind in ErrorType}
+    app = [e for e in chain if isinstance(e, ApplicationError)]
+    for e in app:
+        if e.type in ours:
+            return e.message
+    if app:
+        return app[-1].message
+    return str(chain[-1]) or type(chain[-1]).__name__
+
+
+def interrupted_message(
+    settings: Settings, workflow_id: str, round_number: int, hotkey: str
+) -> str:
+    """What Ctrl-C on `starter.py audit` prints: the audit goes on, and how to cancel it."""
+    return (
+        f"stopped watching; the audit {workflow_id} goes on (workers run it). Watch again: "
+        f"`.venv/bin/python starter.py audit --round {round_number} --hotkey {hotkey}`; cancel "
+        f"it: `.venv/bin/python starter.py cancel --round {round_number} --hotkey {hotkey}`; "
+        f"history: {workflow_url(settings, workflow_id)}"
+    )
 
 
 async def run_audit_command(
@@ -170,11 +306,49 @@ async def run_audit_command(
         client, round_number, hotkey, task_queue=settings.task_queue, resume=resume
     )
     print(f"audit {handle.id} on task queue {settings.task_queue}")
-    print(f"history: {history_url(settings.temporal_namespace, handle.id)}")
+    print(f"history: {workflow_url(settings, handle.id)}", flush=True)
     if not wait:
         return 0
-    result = await watch_audit(handle, print)
+    try:
+        result = await watch_audit(
+            handle,
+            _print_flushed,
+            unserved=lambda: missing_workers(client, settings.task_queue, settings.gpu_task_queue),
+        )
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
+        print(interrupted_message(settings, handle.id, round_number, hotkey), file=sys.stderr)
+        raise
     print(json.dumps(result.audit.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _print_flushed(line: str) -> None:
+    print(line, flush=True)
+
+
+async def run_status_command(
+    settings: Settings, round_number: int | None, *, once: bool, out: TextIO
+) -> int:
+    """`starter.py status`: the board (status_board.py), once or live until Ctrl-C."""
+    from rich.console import Console
+
+    import status_board
+
+    client = await connect(settings)
+    console = Console(file=out, width=None if out.isatty() else 160)
+    try:
+        await status_board.show(client, round_number, once=once, console=console)
+    except asyncio.CancelledError:  # Ctrl-C on the live board
+        return 0
+    return 0
+
+
+async def run_cancel_command(settings: Settings, round_number: int, hotkey: str) -> int:
+    """`starter.py cancel`: request cancellation; the audit deletes its pods, writes nothing."""
+    client = await connect(settings)
+    handle = client.get_workflow_handle(audit_workflow_id(round_number, hotkey))
+    await handle.cancel()
+    print(f"cancellation requested for {handle.id}: its pods are deleted, no verdict is written")
     return 0
 
 
@@ -221,19 +395,28 @@ async def run_round_command(settings: Settings, watch: bool) -> int:
     print(
         f"round loop {handle.id} (run {handle.result_run_id}) on task queue {settings.task_queue}"
     )
-    print(f"history: {history_url(settings.temporal_namespace, handle.id)}")
+    print(f"history: {workflow_url(settings, handle.id)}")
     if not watch:
         return 0
     last = ""
-    while True:  # until Ctrl-C: the loop itself runs forever
-        try:
-            line = describe_round(await handle.query("status", result_type=RoundStatus))
-        except Exception as e:  # no worker yet: the query waits for one
-            line = f"no answer yet ({e}); is `python worker.py` running?"
-        if line != last:
-            print(line)
-            last = line
-        await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+    try:
+        while True:  # until Ctrl-C: the loop itself runs forever
+            try:
+                line = describe_round(await handle.query("status", result_type=RoundStatus))
+            except Exception as e:  # no worker yet: the query waits for one
+                line = f"no answer yet ({e}); is `.venv/bin/python worker.py` running?"
+            if line != last:
+                print(line, flush=True)
+                last = line
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
+        print(
+            f"stopped watching; the round loop {handle.id} goes on. Stop it with "
+            f"`.venv/bin/temporal workflow cancel --address {settings.temporal_address} "
+            f"--workflow-id {handle.id}`",
+            file=sys.stderr,
+        )
+        raise
 
 
 # --- preview ------------------------------------------------------------------------------------
@@ -257,6 +440,19 @@ def render_preview_file(glb: Path, output: Path) -> str | None:
     return None
 
 
+# --- report -------------------------------------------------------------------------------------
+
+
+def write_report(source: CompetitionSource, args: argparse.Namespace, policy: AuditPolicy) -> None:
+    """`starter.py report`: the audit's HTML page from the repo's files."""
+    from reporting.html_report import ImageFetcher, load_report_data, render_html
+
+    data = load_report_data(source, args.round, args.hotkey, policy)
+    with ImageFetcher() as images:
+        page = render_html(data, images)
+    args.output.write_text(page, encoding="utf-8")
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 
@@ -275,6 +471,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--round", type=int, required=True)
     audit.add_argument("--hotkey", required=True)
     audit.add_argument("--no-wait", action="store_true", help="start and return at once")
+    report = sub.add_parser("report", help="write an audit's self-contained HTML report")
+    report.add_argument("--round", type=int, required=True)
+    report.add_argument("--hotkey", required=True)
+    report.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
+    report.add_argument(
+        "--competition-repo", help="directory, bare repo or git URL (default: COMPETITION_REPO)"
+    )
+    status = sub.add_parser(
+        "status", help="the live status board: every audit of a round, refreshed until Ctrl-C"
+    )
+    status.add_argument("--round", type=int, help="the round (default: the latest)")
+    status.add_argument("--once", action="store_true", help="print the board once and exit")
+    cancel = sub.add_parser("cancel", help="cancel an audit: its pods are deleted, nothing written")
+    cancel.add_argument("--round", type=int, required=True)
+    cancel.add_argument("--hotkey", required=True)
     audit.add_argument(
         "--no-resume",
         action="store_true",
@@ -321,23 +532,51 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             return 0
         if args.command == "run":
             return asyncio.run(run_round_command(settings, watch=args.watch))
+        if args.command == "report":
+            location = args.competition_repo or settings.competition_repo
+            if not location:
+                raise CliError("set COMPETITION_REPO or pass --competition-repo")
+            write_report(open_source(location, settings), args, settings.audit_policy())
+            print(f"wrote {args.output}")
+            return 0
+        if args.command == "status":
+            return asyncio.run(run_status_command(settings, args.round, once=args.once, out=stdout))
+        if args.command == "cancel":
+            return asyncio.run(run_cancel_command(settings, args.round, args.hotkey))
         return asyncio.run(
             run_audit_command(
                 settings, args.round, args.hotkey, wait=not args.no_wait, resume=not args.no_resume
             )
         )
     except (
+        CliError,
         SettingsError,
         CompetitionFileError,
         LookupError,
         ValueError,
         CompetitionRepoError,
         OSError,
+        DevServerError,
+        TemporalUnavailableError,
     ) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except RPCError as e:
+        print(f"error: Temporal refused the request: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def one_line(error: BaseException) -> str:
+    """One line for an error: a settings error's lines joined (each names a variable); of any
+    other, the first line (a server's log tail stays in its log file)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if isinstance(error, SettingsError):
+        return " ".join(lines)
+    return lines[0]
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from activities.config import ConfigActivities
 from activities.cpu import CpuPool
 from activities.generation import GenerationActivities
 from activities.github import GitHubActivities
+from activities.notify import NotifyActivities
 from activities.pods import PodActivities
 from competition.repo import CompetitionRepo, CompetitionRepoError
 from embedded_temporal import connect
@@ -38,6 +39,8 @@ from models.settings import Settings, SettingsError, load_settings
 from providers.registry import build_providers
 from storage import ArtifactStore, open_artifact_store
 from storage.http import is_loopback_url, serve_public
+from telemetry import ActivityTelemetry, TelemetryError
+from telemetry import configure as configure_telemetry
 from workflows import WORKFLOWS
 
 logger = logging.getLogger("worker")
@@ -105,6 +108,12 @@ async def running_workers(
                     cpu=cpu,
                 ).activities(),
                 *workflow_status.activities(),
+                *NotifyActivities(
+                    settings.discord_webhook_url.get_secret_value()
+                    if settings.discord_webhook_url
+                    else None,
+                    http,
+                ).activities(),
             ]
             if settings.github_repo is not None:
                 token = settings.github_token.get_secret_value() if settings.github_token else None
@@ -203,7 +212,13 @@ async def serve(settings: Settings, queues: Sequence[str]) -> None:
             settings.competition_branch,
             head[:10],
         )
-    client = await connect(settings, interceptors=[TracingInterceptor()])
+    telemetry = configure_telemetry()
+    tracer = telemetry.tracer_provider.get_tracer("temporalio")
+    client = await connect(
+        settings,
+        interceptors=[TracingInterceptor(tracer), ActivityTelemetry(telemetry)],
+        runtime=telemetry.runtime,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +232,7 @@ async def serve(settings: Settings, queues: Sequence[str]) -> None:
         )
         await stop.wait()
         logger.info("shutting down (finishing running activities, up to %s)", GRACEFUL_SHUTDOWN)
+    telemetry.shutdown()
     logger.info("worker stopped")
 
 
@@ -238,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
         asyncio.run(serve(settings, queues))
-    except SettingsError as e:
+    except (SettingsError, TelemetryError) as e:
         logger.error("%s", e)
         return 2
     return 0

@@ -1,6 +1,8 @@
 """The demo: a whole round on one machine, no GPU, no cloud account, no GitHub.
 
-    python -m demo          (what `make demo` runs)
+    python -m demo                  (what `make demo` runs)
+    python -m demo --keep-running   (`make playground`: the same, then keeps the whole local
+                                     world up until Ctrl-C: Temporal, prompt server, workers)
 
 Opens a new round in a local bare git repo (.demo/competition.git; prompt images and submitted
 outputs served over loopback HTTP) with five kinds of miner and a leader, starts its own
@@ -20,11 +22,13 @@ The Temporal server keeps running so the histories can be read in the Web UI.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -46,7 +50,7 @@ from demo.competition import (
 from demo.fake_github import FakeGitHub
 from demo.static_server import StaticServer
 from demo.tiny_model import build_tiny_dinov3
-from embedded_temporal import connect, ensure_server
+from embedded_temporal import DevServer, connect, ensure_server
 from models.audit import AuditResult, ProviderName
 from models.competition import AuditOutcome, CompetitionPaths
 from models.constants import ROUND_WORKFLOW_ID, audit_workflow_id, leader_workflow_id
@@ -61,6 +65,9 @@ N_PROMPTS = int(os.environ.get("DEMO_PROMPTS", "12"))
 DEMO_TEMPORAL_PORT = int(os.environ.get("DEMO_TEMPORAL_PORT", "7234"))
 """Several checkouts on one machine each run their demo on another port (DEMO_TEMPORAL_PORT)."""
 DEMO_UI_PORT = DEMO_TEMPORAL_PORT + 1000
+DEMO_WWW_PORT = DEMO_TEMPORAL_PORT + 2000
+"""The prompt server's fixed port: prompts.txt of every demo round names it, so audits of
+earlier rounds (a re-audit, a report) still reach their prompts while a playground runs."""
 LEADER_IMAGE = "local/reference-miner?delay=0.2"
 FIRST_REQUIRED = 3  # judge-service requires these at once, the rest while the round runs
 
@@ -213,8 +220,9 @@ def _print_verdict(miner: DemoMiner, result: AuditResult, url: str) -> None:
     print(f"{'':>22}history: {url}")
 
 
-async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
-    """Open a round, let the round loop run it, print what it wrote."""
+async def run_demo(settings: Settings, root: Path = DEMO_ROOT, keep_running: bool = False) -> int:
+    """Open a round, let the round loop run it, print what it wrote; with `keep_running`, keep
+    the prompt server and the workers up afterwards until Ctrl-C (the playground)."""
     started = time.monotonic()
     if settings.gpu_providers != [ProviderName.LOCAL]:
         print("the demo runs on the local provider: unset GPU_PROVIDERS", file=sys.stderr)
@@ -230,7 +238,8 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
     client = await connect(settings)
     bare = Path(settings.competition_repo or "")
     round_number = next_round(bare) if (bare / "HEAD").is_file() else 1
-    with StaticServer(root / "www") as www, FakeGitHub(repo="demo/competition") as github:
+    www_server = StaticServer(root / "www", port=DEMO_WWW_PORT)
+    with www_server as www, FakeGitHub(repo="demo/competition") as github:
         os.environ["GITHUB_API_URL"] = github.api_url
         os.environ["LOCAL_IMAGES"] = json.dumps(local_images(settings, round_number))
         settings = load_settings()
@@ -284,9 +293,30 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
             with contextlib.suppress(WorkflowFailureError):
                 await loop.result()
             # While the worker (which serves the local store's copies) still runs.
-            urls, broken = await check_public_urls(
+            links = await check_public_urls(
                 bare, round_number, [m.hotkey for m in MINERS] + ["leader"]
             )
+            code = summarize(
+                bare, round_number, results, leader_result, handles, ui, server, started, links
+            )
+            if keep_running:
+                await keep_playground_up(settings, round_number, www.base_url)
+    return code
+
+
+def summarize(
+    bare: Path,
+    round_number: int,
+    results: dict[str, AuditResult],
+    leader_result: LeaderResult,
+    handles: list[WorkflowHandle[object, object]],
+    ui: str,
+    server: DevServer | None,
+    started: float,
+    links: tuple[int, list[str]],
+) -> int:
+    """Print what the round wrote; 1 when a verdict differs from the expected one or a
+    generated.json URL (`links`: how many, those that do not answer) is broken."""
     written = read_json(bare, CompetitionPaths.generation_audits(round_number))
     if not isinstance(written, dict) or set(written) != {m.hotkey for m in MINERS}:
         print(f"generation_audits.json does not hold this run's verdicts: {written}")
@@ -304,6 +334,7 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT) -> int:
     print(f"\n=== verdicts this run wrote (rounds/{round_number}/generation_audits.json) ===")
     for miner, handle in zip(MINERS, handles, strict=True):
         _print_verdict(miner, results[miner.hotkey], f"{ui}/{handle.id}")
+    urls, broken = links
     print(
         f"\n{urls} public URLs in this round's generated.json files"
         + (f"; {len(broken)} do not answer: {broken[:3]}" if broken else ", each answers")
@@ -356,9 +387,51 @@ async def check_public_urls(
     return len(urls), broken
 
 
-def main() -> int:
-    """Entry point of `python -m demo`."""
+async def keep_playground_up(settings: Settings, round_number: int, www: str) -> None:
+    """Keep the workers and the prompt server up until Ctrl-C; say what to try meanwhile."""
+    address = settings.temporal_address
+    hotkey = MINERS[0].hotkey
+    print(
+        f"""
+=== the playground keeps running (Ctrl-C stops the workers and the prompt server {www};
+    the Temporal server keeps running) ===
+In another terminal:
+  export TEMPORAL_ADDRESS={address}
+  .venv/bin/python starter.py status --round {round_number} --once
+  .venv/bin/python starter.py status                      # live board, Ctrl-C to leave
+  .venv/bin/python starter.py report --competition-repo {settings.competition_repo} \\
+      --round {round_number} --hotkey {hotkey} -o report.html
+  .venv/bin/temporal workflow start --address {address} --task-queue {settings.task_queue} \\
+      --type AuditWorkflow --workflow-id audit-{round_number}-{hotkey} \\
+      --input '{{"round": {round_number}, "hotkey": "{hotkey}", "resume": false}}' \\
+      --id-reuse-policy AllowDuplicate               # a deliberate re-audit
+  .venv/bin/python starter.py audit --round {round_number} --hotkey {hotkey}   # attach to it
+""",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    # Ctrl-C cancels this task (asyncio.run); SIGTERM (a service manager, `kill`) stops as well.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    print("playground stopped (the demo's Temporal server keeps running)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m demo [--keep-running]`."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="the playground: keep the prompt server and workers up after the round",
+    )
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(DEMO_ROOT)
-    return asyncio.run(run_demo(settings))
+    try:
+        return asyncio.run(run_demo(settings, keep_running=args.keep_running))
+    except KeyboardInterrupt:
+        print("playground stopped (the demo's Temporal server keeps running)")
+        return 0

@@ -111,6 +111,12 @@ class AuditPolicy(_Frozen):
         default_factory=lambda: EarlyExit.MISMATCH_LIMIT,
         description="when an audit stops generating before every prompt is settled",
     )
+    notify: bool = Field(
+        False, description="DISCORD_WEBHOOK_URL is set: the audit sends notices (`notify`)"
+    )
+    progress_notice_seconds: float = Field(
+        900.0, gt=0, description="DISCORD_PROGRESS_INTERVAL: a progress notice this often"
+    )
 
 
 class EarlyExit(StrEnum):
@@ -183,6 +189,31 @@ class AuditProgress(_Frozen):
     waiting_for: list[str] = Field(
         default_factory=list, description="our services pods are waiting for (an outage)"
     )
+    median_seconds: float | None = Field(
+        None, description="median generation time of the done prompts so far (seconds)"
+    )
+    pods: list[PodProgress] = Field(default_factory=list, description="every pod started")
+
+
+class PodProgress(_Frozen):
+    """One pod of an audit as the `progress` query shows it (the status board's pod column)."""
+
+    index: int
+    pod_name: str
+    phase: PodPhase
+    waiting_for: str | None = None
+    in_flight: int = 0
+    processed: int = 0
+    successful: int = 0
+    failed: int = 0
+
+
+class NotifyInput(_Frozen):
+    """Input of `notify`: one Discord-compatible embed (upstream's notices, REFERENCE sec. 17)."""
+
+    title: str
+    description: str
+    color: int = Field(description="embed colour, e.g. 0x2ECC71 green, 0xE74C3C red")
 
 
 class PodRef(_Frozen):

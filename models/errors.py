@@ -28,6 +28,8 @@ class ErrorType(StrEnum):
     WRONG_COMPETITION_REPO = "WrongCompetitionRepo"
     """This worker is configured for another competition repo than the audit's (retryable: a
     worker configured for the audit's repo takes the retry)."""
+    NOTIFY_REJECTED = "NotifyRejected"
+    """The notice webhook refused a notice (4xx): not retried, the audit goes on."""
     SERVICE_UNAVAILABLE = "ServiceUnavailable"
     """One of our services (GPU queue, artifact store, prompt server) stayed down past
     SERVICE_OUTAGE_LIMIT: the audit fails without a verdict; never charged to the miner."""

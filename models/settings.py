@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
     temporal_tls: bool = Field(False, alias="TEMPORAL_TLS")
     temporal_api_key: SecretStr | None = Field(None, alias="TEMPORAL_API_KEY")
+    temporal_ui_url: str | None = Field(
+        None,
+        alias="TEMPORAL_UI_URL",
+        description="Web UI base URL for printed links; derived from TEMPORAL_ADDRESS if unset",
+    )
     task_queue: str = Field(TASK_QUEUE, min_length=1, alias="TASK_QUEUE")
     gpu_task_queue: str = Field(GPU_TASK_QUEUE, min_length=1, alias="GPU_TASK_QUEUE")
 
@@ -156,6 +161,8 @@ class Settings(BaseSettings):
     generated_commit_interval_seconds: float = Field(600.0, ge=0, alias="GENERATED_COMMIT_INTERVAL")
     early_exit: EarlyExit = Field(EarlyExit.MISMATCH_LIMIT, alias="EARLY_EXIT")
     hf_token: SecretStr = Field(SecretStr(""), alias="HF_TOKEN")
+    discord_webhook_url: SecretStr | None = Field(None, alias="DISCORD_WEBHOOK_URL")
+    discord_progress_interval_seconds: float = Field(900.0, gt=0, alias="DISCORD_PROGRESS_INTERVAL")
 
     @field_validator("gpu_providers", mode="before")
     @classmethod
@@ -271,6 +278,8 @@ class Settings(BaseSettings):
             max_concurrent_prompts_per_pod=self.max_concurrent_prompts_per_pod,
             generated_commit_interval_seconds=self.generated_commit_interval_seconds,
             early_exit=self.early_exit,
+            notify=self.discord_webhook_url is not None,
+            progress_notice_seconds=self.discord_progress_interval_seconds,
         )
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs, idempotently, on a fresh clone of a fresh machine:
-#   1. system libraries for headless EGL rendering (Mesa), via apt, only when missing and root;
+#   1. system libraries for headless EGL rendering (Mesa) and chromium (the report test), via
+#      apt, only when missing and root;
 #   2. a virtual environment in .venv (python3 >= 3.11);
 #   3. torch==2.13.0 first (the CPU wheel; a looser pin pulls a multi-GB CUDA build),
 #      then the project in editable mode with its dev extras (temporal CLI, test server, linters).
@@ -100,7 +101,25 @@ install_packages() {
     echo "$wanted" >"$STAMP"
 }
 
+# Headless Chromium renders the audit report in its test (tests/e2e/test_report.py); the
+# report itself needs no browser, so only root with apt installs it here (the test skips
+# without it, saying so).
+install_chromium() {
+    if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+        return 0
+    fi
+    if [[ "$(id -u)" -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        log "note: chromium missing (the report test will skip); as root: apt-get install -y chromium"
+        return 0
+    fi
+    log "installing chromium (headless; the report test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
+
 install_system_libraries
+install_chromium
 create_venv
 install_packages
 log "done: $("$VENV/bin/python" --version 2>&1), $("$VENV/bin/temporal" --version 2>/dev/null || echo 'temporal CLI missing')"

@@ -25,6 +25,7 @@ from models.audit import (
     FetchPromptInput,
     GenerateInput,
     GenerateResult,
+    NotifyInput,
     PodHealthInput,
     PodRef,
     PrefetchPromptsInput,
@@ -127,6 +128,7 @@ class FakeWorld:
     scoring_down: bool = False  # score_distance fails (non-retryably)
     pod_health: bool | None = True  # what check_pod_health answers; None: it raises
     health_checks: list[str] = field(default_factory=list)  # pods check_pod_health probed
+    notices: list[NotifyInput] = field(default_factory=list)  # every notify input
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -315,6 +317,10 @@ class FakeWorld:
             world.writes.append(input)
             return WriteFilesResult(commit="abc")
 
+        @activity.defn(name="notify")
+        async def notify(input: NotifyInput) -> None:
+            world.notices.append(input)
+
         return [
             load_audit_policy,
             read_round_files,
@@ -328,6 +334,7 @@ class FakeWorld:
             prefetch_prompts,
             generate,
             fetch_artifact,
+            notify,
             render_preview,
             score_distance,
             write_files,

@@ -47,11 +47,13 @@ with workflow.unsafe.imports_passed_through():
         AuditStatus,
         EarlyExit,
         JsonFileWrite,
+        NotifyInput,
         Outstanding,
         PodEvent,
         PodFinished,
         PodInput,
         PodPhase,
+        PodProgress,
         PodReady,
         PodWaiting,
         PrefetchPromptsInput,
@@ -109,6 +111,9 @@ RUN_KEYED_PATCH = "run-keyed-pods"
 """Marker of audits whose pod children and pods carry the run chain's key (a re-run never meets
 the previous run's), whose children are watched (one that closed without `pod_finished`, or holds
 an assignment past its deadline, is replaced) and which stop a foreign run's pods."""
+NOTIFY_PATCH = "ops-notify"
+"""Marker of audits that send webhook notices (AuditPolicy.notify; DISCORD_WEBHOOK_URL)."""
+GREEN, RED, ORANGE = 0x2ECC71, 0xE74C3C, 0xE67E22
 STUCK = "held an assignment past its deadline"
 FOREIGN_RUN = "its audit was re-run"
 
@@ -133,6 +138,8 @@ class AuditWorkflow:
         self._foreign_stopped: set[str] = set()  # pod children of other runs told to stop
         self._next_liveness: datetime | None = None
         self._competition_repo = input.run.policy.competition_repo if input.run else None
+        self._notices: list[NotifyInput] = []  # sent by `_send_notices` from the loop
+        self._next_progress_notice: datetime | None = None
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -173,6 +180,9 @@ class AuditWorkflow:
                     await self._continue_as_new(input)
                 await self._wait_for_events()
                 await self._drain_inbox()
+                self._progress_notice(final=False)
+                await self._send_notices()
+                self._show_details()
             return await self._finish()
         except workflow.ContinueAsNewError:
             raise
@@ -246,6 +256,22 @@ class AuditWorkflow:
             pods_active=sum(1 for p in run.pods if p.phase is not PodPhase.FINISHED),
             pods_started=run.pods_started,
             waiting_for=self._waiting_for(run),
+            median_seconds=_median(
+                [p.best.generation_time for p in run.prompts.values() if p.done and p.best]
+            ),
+            pods=[
+                PodProgress(
+                    index=p.index,
+                    pod_name=p.pod_name,
+                    phase=p.phase,
+                    waiting_for=p.waiting_for,
+                    in_flight=len(p.outstanding),
+                    processed=p.tracker.processed,
+                    successful=p.tracker.successful,
+                    failed=p.tracker.hard_failed,
+                )
+                for p in run.pods
+            ],
         )
 
     # --- reading and the build ------------------------------------------------------------------
@@ -376,6 +402,8 @@ class AuditWorkflow:
             p.phase is not PodPhase.FINISHED for p in run.pods
         ):
             wakes.append(self._next_liveness)
+        if self._next_progress_notice is not None and run.policy.notify:
+            wakes.append(self._next_progress_notice)
         timeout = max(min(wakes) - now, timedelta(seconds=1)) if wakes else None
         try:
             await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout)
@@ -456,6 +484,7 @@ class AuditWorkflow:
         if reason is not None and pod.phase is PodPhase.READY:
             pod_tracker.mark_bad(pod.tracker, reason)
             workflow.logger.warning("%s is bad: %s", short_pod_id(pod.pod_name), reason)
+            self._notice("Pod Marked Bad", f"`{pod.pod_name}`: {reason}", ORANGE)
             await self._stop_pod(pod, reason)
 
     def _on_waiting(self, run: AuditRun, pod: AuditPod, event: PodWaiting) -> None:
@@ -485,6 +514,7 @@ class AuditWorkflow:
     def _on_finished(self, run: AuditRun, pod: AuditPod, event: PodFinished) -> None:
         if pod.phase is PodPhase.FINISHED:
             return
+        asked_to_stop = pod.phase is PodPhase.STOPPING
         pod.phase = PodPhase.FINISHED
         pod.waiting_for = None
         for held in pod.outstanding:
@@ -492,6 +522,13 @@ class AuditWorkflow:
             if prompt.locked_by == short_pod_id(pod.pod_name):
                 coordinator.unlock(prompt)  # its result will never come: free it at once
         pod.outstanding.clear()
+        if not pod.ever_ready and not asked_to_stop:  # its deploy or warm-up failed
+            hk10 = run.round_files.hotkey[:10]
+            self._notice(
+                "Pod Deploy Failed", f"`{hk10}` / `{pod.pod_name}` — failed to get healthy pod", RED
+            )
+        elif event.marked_bad and not asked_to_stop:  # the pod found itself bad (health probe)
+            self._notice("Pod Marked Bad", f"`{pod.pod_name}`: {event.reason}", ORANGE)
         if pod.ever_ready:
             if event.marked_bad:
                 pod_tracker.mark_bad(pod.tracker, event.reason)
@@ -884,12 +921,80 @@ class AuditWorkflow:
         files = run.round_files
         if run.pods and not any(p.ever_ready for p in run.pods):
             audit = verdict.rejected_without_generation(files.hotkey, verdict.DEPLOY_FAILED_REASON)
-            return await self._write_verdict(files, audit)
+            self._notice(
+                f"Round {files.round} Pod Warmup Failed",
+                f"All initial pods failed warmup for `{files.hotkey[:10]}`",
+                RED,
+            )
+            await self._send_notices()
+            return await self._notify_result(await self._write_verdict(files, audit))
         best = {s: p.best for s, p in run.prompts.items() if p.best is not None}
         audit = verdict.decide(
             files.hotkey, files.audited_stems(), best, files.critical_prompts, run.policy
         )
-        return await self._write_verdict(files, audit, progress=self._progress_files(run))
+        self._progress_notice(final=True)
+        result = await self._write_verdict(files, audit, progress=self._progress_files(run))
+        return await self._notify_result(result)
+
+    # --- notices (AuditPolicy.notify: DISCORD_WEBHOOK_URL; upstream's Discord notices) ---------
+
+    def _notice(self, title: str, description: str, color: int) -> None:
+        run = self._run
+        if run is not None and run.policy.notify:
+            self._notices.append(NotifyInput(title=title, description=description, color=color))
+
+    def _progress_notice(self, *, final: bool) -> None:
+        """Upstream's progress notice: every DISCORD_PROGRESS_INTERVAL, and at the end."""
+        run = self._run
+        if run is None or not run.policy.notify:
+            return
+        now = workflow.now()
+        interval = timedelta(seconds=run.policy.progress_notice_seconds)
+        if self._next_progress_notice is None:
+            self._next_progress_notice = now + interval
+        if not final and now < self._next_progress_notice:
+            return
+        self._next_progress_notice = now + interval
+        p = self.progress()
+        pct = 100 * p.done / p.total if p.total else 100.0
+        median = f"{p.median_seconds:.1f}s" if p.median_seconds is not None else "N/A"
+        fails = sum(1 for q in run.prompts.values() if q.best is not None and q.best.is_failed())
+        body = (
+            f"Generated {p.done} / {p.total} ({pct:.0f}%)\n"
+            f"Fails {fails}\nMismatches {p.mismatches + p.critical_mismatches}\n"
+            f"Median time {median}"
+        )
+        title = f"Round {run.round_files.round} Generation — `{run.round_files.hotkey[:10]}`"
+        self._notice(title, f"```\n{body}\n```", GREEN)
+
+    async def _notify_result(self, result: AuditResult) -> AuditResult:
+        audit = result.audit
+        hk10 = audit.hotkey[:10]
+        if audit.outcome.value == "passed":
+            median = f"{audit.generation_time:.1f}s" if audit.generation_time is not None else "N/A"
+            description = (
+                f"Miner `{hk10}` passed — {audit.checked_prompts} prompts, median {median}"
+            )
+            self._notice("Miner Audit Result", description, GREEN)
+        else:
+            self._notice("Miner Audit Result", f"Miner `{hk10}` rejected — {audit.reason}", RED)
+        await self._send_notices()
+        return result
+
+    async def _send_notices(self) -> None:
+        """Send the queued notices, each as a `notify` activity (a replay never resends);
+        a notice that cannot be sent is logged, never fails the audit."""
+        if not self._notices or not workflow.patched(NOTIFY_PATCH):
+            self._notices.clear()
+            return
+        notices, self._notices = self._notices, []
+        for notice in notices:
+            try:
+                await workflow.execute_activity(
+                    "notify", notice, summary=f"notice: {notice.title}", **options.NOTIFY
+                )
+            except ActivityError as e:
+                workflow.logger.warning("notice %r not sent: %s", notice.title, failure(e)[0])
 
     def _progress_files(self, run: AuditRun) -> list[JsonFileWrite]:
         """generated.json (upstream's entry shape, prompts.txt order) and pod_stats.json."""
@@ -1025,6 +1130,28 @@ class AuditWorkflow:
     def _set_status(self, status: AuditStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The Web UI's "current details" of the audit: status and progress (query-side
+        metadata, not a command: replay-safe)."""
+        p = self.progress()
+        line = f"**{p.status.value}**"
+        if p.total:
+            line += (
+                f" — {p.done}/{p.total} prompts done, {p.mismatches} mismatches "
+                f"({p.critical_mismatches} critical), pods {p.pods_active} active"
+            )
+        workflow.set_current_details(line)
+
+
+def _median(times: Sequence[float]) -> float | None:
+    """Plain median of the positive times (the progress query), None before the first."""
+    ordered = sorted(t for t in times if t > 0)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _entry(result: PromptResult) -> GenerationEntry:

@@ -45,6 +45,13 @@ WRITE_REPO = ActivityOptions(
     schedule_to_close_timeout=timedelta(minutes=30),
     retry_policy=BACKOFF,
 )
+NOTIFY = ActivityOptions(
+    # A notice is best effort (upstream logs and ignores errors): a few tries, never a wait
+    # that holds up the audit.
+    start_to_close_timeout=timedelta(seconds=15),
+    schedule_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2)),
+)
 LOAD_POLICY = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),
     schedule_to_close_timeout=timedelta(minutes=10),

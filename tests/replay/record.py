@@ -11,7 +11,8 @@ prints (`WorkflowHistory.to_json()`), to
 
     tests/replay/histories/{VERSION}/{scenario}--{workflow id}--run{n}.json
 
-One folder per released workflow version (`v1`: before upstream's rules, `v2`: now); folders of
+One folder per released workflow version (`v1`: before upstream's rules, ..., `v5-ops`: webhook
+notices, the `ops-notify` marker); folders of
 older versions are never rewritten: running audits of that version must still replay.
 
 Workflow ids are fixed per scenario, so re-recording after a workflow change rewrites the same
@@ -57,7 +58,7 @@ from workflows import WORKFLOWS
 logger = logging.getLogger(__name__)
 
 HISTORIES_ROOT = Path(__file__).parent / "histories"
-VERSION = "v4"
+VERSION = "v5-ops"
 """The workflow version this code records; older folders under HISTORIES_ROOT are kept as is."""
 HISTORIES_DIR = HISTORIES_ROOT / VERSION
 ROUND = 1
@@ -188,6 +189,35 @@ def replacement_check(run: AuditRun, world: FakeWorld) -> None:
     assert sorted(world.deleted) == sorted(world.deployed)
 
 
+# --- notify (webhook notices: pod deploy failed, pod marked bad, progress, result) --------------
+
+
+def notify_world() -> FakeWorld:
+    """The pod-replacement world with notices on; pod 0 gives up acquiring after 2 attempts."""
+    world = replacement_world()
+    world.files = round_files(10, hotkey=NOTIFY_HOTKEY)
+    update = {"notify": True, "pod_acquisition_max_attempts": 2}
+    world.policy = world.policy.model_copy(update=update)
+    world.bad_pods = {upstream_pod_name(ROUND, NOTIFY_HOTKEY, 0)}
+    return world
+
+
+NOTIFY_HOTKEY = "5Notify"
+
+
+async def notify_drive(client: Client, world: FakeWorld, workflow_id: str) -> AuditRun:
+    bad = upstream_pod_name(ROUND, NOTIFY_HOTKEY, 1)
+    activities = with_generate(world, failing_on(bad))
+    return await run_fake_audit(client, world, activities=activities, workflow_id=workflow_id)
+
+
+def notify_check(run: AuditRun, world: FakeWorld) -> None:
+    assert run.result.audit.outcome is AuditOutcome.PASSED, run.result.audit.reason
+    titles = [n.title for n in world.notices]
+    assert "Pod Deploy Failed" in titles, titles
+    assert "Pod Marked Bad" in titles and titles[-1] == "Miner Audit Result", titles
+
+
 # --- worker restart -------------------------------------------------------------------------------
 
 
@@ -283,6 +313,7 @@ SCENARIOS: list[Scenario] = [
         "pod-replacement", REPLACE_HOTKEY, replacement_world, replacement_check, replacement_drive
     ),
     Scenario("worker-restart", "5Restart", restart_world, restart_check, restart_drive),
+    Scenario("notify", NOTIFY_HOTKEY, notify_world, notify_check, notify_drive),
     Scenario(
         "continue-as-new",
         "5Continue",

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import git
 import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
 
 import starter
+from embedded_temporal import server_answers, ui_address
+from models.audit import AuditProgress, AuditStatus, PodPhase, PodProgress
+from models.constants import TASK_QUEUE
+from tests.helpers import assert_eventually, free_port, make_settings, new_task_queue
+from worker import running_workers
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "competition-1"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "competition-1"
 # Every entry the orchestrator wrote (round 0's 5FP3qpaSyR was written by hand: test_verdict.py).
 REAL = {
     (0, "5GgpGaDxzTyBAME1Ju9ZhUstWj2VTm1n4tAUkRHLi4birQZg"),
@@ -205,3 +218,206 @@ def test_verdict_cli_bad_entry_of_audited_hotkey_names_file_and_hotkey(
     code, _ = verdict_cli(root, 3, HK3)
     assert code == 2
     assert f"error: rounds/3/builds.json: field '{HK3}.status'" in capsys.readouterr().err
+
+
+# --- operators' experience (issue 13): one-line errors, progress lines, Ctrl-C, the server ---
+
+
+def test_unreachable_temporal_address_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TEMPORAL_ADDRESS where nothing answers: exit 2 with one line naming it, no traceback."""
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "nonexistent.invalid:7233")
+    assert starter.main(["audit", "--round", "1", "--hotkey", "HK"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("error: cannot connect to Temporal at nonexistent.invalid:7233")
+    assert "Traceback" not in err
+
+
+def test_progress_line_carries_elapsed_median_and_eta() -> None:
+    """4 of 12 done in 125 s: 8 left at that pace, ETA 250 s; no ETA before the first."""
+    pods = [
+        PodProgress(index=0, pod_name="miner-01-hk-0", phase=PodPhase.READY),
+        PodProgress(index=1, pod_name="miner-01-hk-1", phase=PodPhase.READY),
+        PodProgress(index=2, pod_name="miner-01-hk-2", phase=PodPhase.ACQUIRING),
+    ]
+    progress = AuditProgress(
+        status=AuditStatus.GENERATING,
+        total=12,
+        done=4,
+        in_flight=2,
+        pods_active=3,
+        pods_started=3,
+        median_seconds=2.0,
+        pods=pods,
+    )
+    line = starter.describe_progress(progress, elapsed=125)
+    assert line == (
+        "generating: 4/12 prompts done, 2 in flight, mismatches 0 (critical 0), "
+        "pods 3 active / 3 started, median 2.0s, 2m05s elapsed, ETA 4m10s"
+    )
+    first = progress.model_copy(update={"done": 0, "median_seconds": None})
+    assert starter.describe_progress(first, elapsed=3).endswith("3s elapsed, ETA ?")
+    assert starter.format_duration(7400) == "2h03m"
+
+
+def _start_audit_cli(address: str, task_queue: str, hotkey: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "TASK_QUEUE": task_queue,
+        "GPU_TASK_QUEUE": f"{task_queue}-gpu",
+        "TEMPORAL_UI_URL": "http://ui.example:8080",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "starter.py"), "audit", "--round", "1", "--hotkey", hotkey],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def _read_until(stream: IO[str], needle: str, timeout: float = 30) -> list[str]:
+    lines: list[str] = []
+
+    def read() -> list[str]:
+        for line in stream:
+            lines.append(line)
+            if needle in line:
+                return lines
+        raise AssertionError(f"{needle!r} never printed: {lines}")
+
+    async with asyncio.timeout(timeout):
+        return await asyncio.to_thread(read)
+
+
+async def test_audit_without_worker_warns_and_ctrl_c_says_the_audit_goes_on(
+    client: Client, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker on the queue: a warning line; Ctrl-C: how to watch again and to cancel."""
+    address = client.service_client.config.target_host
+    task_queue = new_task_queue("starter")
+    process = _start_audit_cli(address, task_queue, "HKCTRLC")
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        lines = await _read_until(process.stdout, "no worker serves task queue")
+        assert "history: http://ui.example:8080/namespaces/default/workflows/audit-1-HKCTRLC\n" in (
+            lines
+        )
+        assert f"no worker serves task queue {task_queue}, {task_queue}-gpu" in lines[-1]
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.to_thread(process.communicate, timeout=15)
+        assert process.returncode == 130
+        assert "stopped watching; the audit audit-1-HKCTRLC goes on" in err
+        assert "starter.py cancel --round 1 --hotkey HKCTRLC" in err
+        assert "Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    handle = client.get_workflow_handle("audit-1-HKCTRLC")
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    assert (
+        await asyncio.to_thread(starter.main, ["cancel", "--round", "1", "--hotkey", "HKCTRLC"])
+        == 0
+    )
+    assert "cancellation requested for audit-1-HKCTRLC" in capsys.readouterr().out
+    events = [e async for e in handle.fetch_history_events()]
+    assert any(e.HasField("workflow_execution_cancel_requested_event_attributes") for e in events)
+    await handle.terminate("test over")
+
+
+def _git_round(tmp_path: Path) -> Path:
+    root = copy_round(tmp_path, 3)
+    repo = git.Repo.init(root, initial_branch="main")
+    repo.git.add(A=True)
+    repo.git.commit("-m", "round 3", "--author", "t <t@t>")
+    return root
+
+
+async def test_failed_audit_is_one_line(client: Client, tmp_path: Path) -> None:
+    """Unknown round and a malformed file end `starter.py audit` with one line, exit 2."""
+    root = _git_round(tmp_path)
+    task_queue = new_task_queue("starter")
+    settings = make_settings(
+        TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        TASK_QUEUE=task_queue,
+        COMPETITION_REPO=str(root),
+        WORK_DIR=str(tmp_path / "work"),
+        ARTIFACTS_DIR=str(tmp_path / "artifacts"),
+        GPU_PROVIDERS="local",
+    )
+    (root / "rounds/3/seed.json").write_text("{not json")
+    repo = git.Repo(root)
+    repo.git.commit("-am", "break seed", "--author", "t <t@t>")
+    async with running_workers(client, settings, queues=[TASK_QUEUE], task_queue=task_queue):
+        for round_number, expected in (
+            (9, "unknown round 9: rounds/9/seed.json does not exist"),
+            (3, "rounds/3/seed.json"),
+        ):
+            with pytest.raises(starter.CliError) as raised:
+                await starter.run_audit_command(settings, round_number, "HK", wait=True)
+            message = str(raised.value)
+            assert message.startswith(f"audit audit-{round_number}-HK failed: "), message
+            assert expected in message
+            assert "\n" not in message
+
+
+async def test_server_writes_its_pid_and_refuses_a_database_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`starter.py server` writes server.pid; a second server on the same database is refused
+    (another port) and so is one on the same address, each with one line naming the pid."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "PYTHONPATH": str(ROOT)}
+    code = (
+        "from embedded_temporal import run_foreground\n"
+        "from models.settings import load_settings\n"
+        "run_foreground(load_settings(), ui_port=None)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await assert_eventually(lambda: server_answers(address, timeout=0.5), timeout=30)
+        pid_file = tmp_path / ".temporal" / "server.pid"
+        assert pid_file.read_text().strip() == str(process.pid)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
+        assert starter.main(["server"]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            "error: the database .temporal/dev.db is in use by another Temporal server "
+            f"(pid {process.pid}, .temporal/server.pid); use that server, or stop it first "
+            f"with `kill {process.pid}`\n"
+        )
+        monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+        assert starter.main(["server"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: a server already answers at {address}")
+        assert f"`kill {process.pid}`" in err and err.count("\n") == 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.to_thread(process.wait, 15)
+
+
+def test_ui_links_follow_the_configured_server() -> None:
+    """Links use TEMPORAL_UI_URL, else the embedded UI port of TEMPORAL_ADDRESS (+1000)."""
+    assert ui_address(make_settings(TEMPORAL_ADDRESS="localhost:7400")) == "http://localhost:8400"
+    assert ui_address(make_settings(TEMPORAL_UI_URL="https://ui.example/")) == "https://ui.example"
+    cloud = make_settings(TEMPORAL_ADDRESS="ns.acct.tmprl.cloud:7233")
+    assert ui_address(cloud) == "https://cloud.temporal.io"
+    assert ui_address(make_settings(TEMPORAL_ADDRESS="temporal.lan:7233")) == (
+        "http://temporal.lan:8233"
+    )
