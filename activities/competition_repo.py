@@ -30,6 +30,8 @@ from competition.rounds import (
     load_round_snapshot,
 )
 from models.audit import (
+    PublishReportInput,
+    PublishReportResult,
     ReadRoundFilesInput,
     WriteFilesInput,
     WriteFilesResult,
@@ -48,7 +50,7 @@ from models.rounds import (
     RoundSnapshot,
 )
 from storage import ArtifactStore, ArtifactStoreError
-from storage.publish import publish_generated
+from storage.publish import public_key, publish_generated
 
 DEFAULT_STORAGE_PATH_TEMPLATE = "rounds/{round}/{hotkey}/generated/{filename}"
 """Upstream's STORAGE_PATH_TEMPLATE default (settings.py:221)."""
@@ -103,6 +105,7 @@ class CompetitionRepoActivities:
             self.read_round_snapshot,
             self.read_leader_files,
             self.write_files,
+            self.publish_report,
         ]
 
     @activity.defn(name="read_round_files")
@@ -135,6 +138,35 @@ class CompetitionRepoActivities:
                     files = await publish_generated(self._store, self._template, files)
                 commit = await asyncio.to_thread(self._repo.write, input.message, files)
         return WriteFilesResult(commit=commit)
+
+    @activity.defn(name="publish_report")
+    async def publish_report(self, input: PublishReportInput) -> PublishReportResult:
+        """Build the audit's HTML report from the branch head (verdict, times, pods, prompts)
+        and publish it beside its previews: STORAGE_PATH_TEMPLATE with `report.html`.
+
+        The page links the public previews rather than embedding them, so it stays small.
+        Idempotent: the same head gives the same page at the same key. Permanent errors:
+        UnknownRound, UnknownHotkey, CompetitionFileInvalid, and no artifact store configured.
+        """
+        from reporting.html_report import load_report_data, render_html
+
+        self._check_repo(input.competition_repo)
+        if self._store is None:
+            raise ApplicationError(
+                "no artifact store on this worker", type=ErrorType.INVALID_INPUT, non_retryable=True
+            )
+        with _application_errors():
+            data = await asyncio.to_thread(
+                lambda: load_report_data(
+                    self._repo.at_head(), input.round, input.hotkey, input.policy
+                )
+            )
+            page = render_html(data, lambda _url: None).encode()
+            uri = await self._store.put_bytes(page, ".html")
+            key = public_key(self._template, input.round, input.hotkey, "report", "html")
+            url = await self._store.publish(uri, key, content_type="text/html; charset=utf-8")
+        activity.logger.info("report of round %s %s at %s", input.round, input.hotkey, url)
+        return PublishReportResult(url=url)
 
     @activity.defn(name="read_round_snapshot")
     async def read_round_snapshot(self, input: ReadRoundSnapshotInput) -> RoundSnapshot:

@@ -158,6 +158,9 @@ class AuditResult(_Frozen):
     generations: int = Field(0, description="generate calls made by this audit (all attempts)")
     pods_started: int = 0
     early_exit: bool = False
+    report_url: str | None = Field(
+        None, description="the audit's HTML report (published beside its previews), if written"
+    )
 
 
 class AuditStatus(StrEnum):
@@ -675,3 +678,18 @@ class AuditRun(BaseModel):
     generated_dirty: bool = False
     stats_dirty: bool = False
     last_commit_at: datetime | None = None
+
+
+class PublishReportInput(_Frozen):
+    """Input of `publish_report`: build the audit's HTML page from the repo and publish it."""
+
+    round: int
+    hotkey: str
+    policy: AuditPolicy = Field(description="the thresholds the audit ran with (shown on the page)")
+    competition_repo: str | None = None
+
+
+class PublishReportResult(_Frozen):
+    """Result of `publish_report`: the page's public URL."""
+
+    url: str

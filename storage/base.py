@@ -60,8 +60,11 @@ class ArtifactStore(Protocol):
         """The record of (`namespace`, `key`), or None."""
         ...
 
-    async def publish(self, uri: str, key: str) -> str:
-        """Copy the blob at `uri` to the public object `key` and return its public URL."""
+    async def publish(
+        self, uri: str, key: str, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Copy the blob at `uri` to the public object `key` and return its public URL
+        (`content_type`: upstream's octet-stream for GLB/PNG; text/html for a report)."""
         ...
 
     async def aclose(self) -> None:

@@ -74,8 +74,11 @@ class LocalArtifactStore:
         """Read the record file, or None."""
         return await asyncio.to_thread(self.files.get_record, namespace, key, model_type)
 
-    async def publish(self, uri: str, key: str) -> str:
-        """Copy the blob to `public/<key>`; its URL is `{public_url}/{key}`."""
+    async def publish(
+        self, uri: str, key: str, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Copy the blob to `public/<key>`; its URL is `{public_url}/{key}` (the file server
+        answers with the type its extension names, so `content_type` is not stored)."""
         await asyncio.to_thread(self.files.publish, uri, key)
         return f"{self.public_url}/{quote(key)}"
 

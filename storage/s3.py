@@ -197,10 +197,10 @@ class S3ArtifactStore:
             return None
         return model_type.model_validate(json.loads(raw)["value"])
 
-    async def publish(self, uri: str, key: str) -> str:
+    async def publish(self, uri: str, key: str, content_type: str = CONTENT_TYPE) -> str:
         """Server-side copy of the blob to `key` (or an upload of a cache file); `CDN_URL/key`."""
         check_public_key(key)
-        extra: dict[str, Any] = {"ContentType": CONTENT_TYPE}
+        extra: dict[str, Any] = {"ContentType": content_type}
         if self._acl:
             extra["ACL"] = self._acl
         source = self._key(uri)

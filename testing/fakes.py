@@ -30,6 +30,8 @@ from models.audit import (
     PodRef,
     PrefetchPromptsInput,
     PrefetchPromptsResult,
+    PublishReportInput,
+    PublishReportResult,
     ReadRoundFilesInput,
     RenderPreviewInput,
     ScoreDistanceInput,
@@ -129,6 +131,7 @@ class FakeWorld:
     pod_health: bool | None = True  # what check_pod_health answers; None: it raises
     health_checks: list[str] = field(default_factory=list)  # pods check_pod_health probed
     notices: list[NotifyInput] = field(default_factory=list)  # every notify input
+    reports: list[PublishReportInput] = field(default_factory=list)  # every publish_report input
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -321,6 +324,11 @@ class FakeWorld:
         async def notify(input: NotifyInput) -> None:
             world.notices.append(input)
 
+        @activity.defn(name="publish_report")
+        async def publish_report(input: PublishReportInput) -> PublishReportResult:
+            world.reports.append(input)
+            return PublishReportResult(url=f"https://cdn.test/{input.round}/{input.hotkey}.html")
+
         return [
             load_audit_policy,
             read_round_files,
@@ -335,6 +343,7 @@ class FakeWorld:
             generate,
             fetch_artifact,
             notify,
+            publish_report,
             render_preview,
             score_distance,
             write_files,

@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
         PrefetchPromptsResult,
         PromptResult,
         PromptResultKind,
+        PublishReportInput,
+        PublishReportResult,
         QueuedPrompt,
         ReadRoundFilesInput,
         StopPod,
@@ -113,6 +115,8 @@ the previous run's), whose children are watched (one that closed without `pod_fi
 an assignment past its deadline, is replaced) and which stop a foreign run's pods."""
 NOTIFY_PATCH = "ops-notify"
 """Marker of audits that send webhook notices (AuditPolicy.notify; DISCORD_WEBHOOK_URL)."""
+REPORT_PATCH = "audit-report"
+"""Marker of audits that publish their HTML report after the verdict and link it (memo)."""
 GREEN, RED, ORANGE = 0x2ECC71, 0xE74C3C, 0xE67E22
 STUCK = "held an assignment past its deadline"
 FOREIGN_RUN = "its audit was re-run"
@@ -138,7 +142,9 @@ class AuditWorkflow:
         self._foreign_stopped: set[str] = set()  # pod children of other runs told to stop
         self._next_liveness: datetime | None = None
         self._competition_repo = input.run.policy.competition_repo if input.run else None
+        self._policy: AuditPolicy | None = input.run.policy if input.run else None
         self._notices: list[NotifyInput] = []  # sent by `_send_notices` from the loop
+        self._report_url: str | None = None
         self._next_progress_notice: datetime | None = None
 
     @workflow.run
@@ -199,6 +205,7 @@ class AuditWorkflow:
         """Read the round, wait for the build, set up the run; a verdict when there is nothing
         to generate with (the build failed)."""
         self._competition_repo = policy.competition_repo
+        self._policy = policy
         files = await self._read_round_files(input)
         image = await self._await_build(files, policy)
         if image is None:
@@ -1102,6 +1109,7 @@ class AuditWorkflow:
             **options.WRITE_REPO,
         )
         self._set_status(AuditStatus(audit.outcome.value))
+        report_url = await self._publish_report(files)
         await workflow.wait_condition(workflow.all_handlers_finished)
         run = self._run
         return AuditResult(
@@ -1110,7 +1118,34 @@ class AuditWorkflow:
             generations=run.generations if run else 0,
             pods_started=run.pods_started if run else 0,
             early_exit=run.early_stop is not None if run else False,
+            report_url=report_url,
         )
+
+    async def _publish_report(self, files: RoundFiles) -> str | None:
+        """Publish the HTML report and link it from the memo and the current details; a report
+        that cannot be made is logged, never fails the audit."""
+        if self._policy is None or not workflow.patched(REPORT_PATCH):
+            return None
+        try:
+            report: PublishReportResult = await workflow.execute_activity(
+                "publish_report",
+                PublishReportInput(
+                    round=files.round,
+                    hotkey=files.hotkey,
+                    policy=self._policy,
+                    competition_repo=self._competition_repo,
+                ),
+                result_type=PublishReportResult,
+                summary="publish the HTML report",
+                **options.PUBLISH_REPORT,
+            )
+        except ActivityError as e:
+            workflow.logger.warning("no report published: %s", failure(e)[0])
+            return None
+        workflow.upsert_memo({"report": report.url})
+        self._report_url = report.url
+        self._show_details()
+        return report.url
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -1142,6 +1177,8 @@ class AuditWorkflow:
                 f" — {p.done}/{p.total} prompts done, {p.mismatches} mismatches "
                 f"({p.critical_mismatches} critical), pods {p.pods_active} active"
             )
+        if self._report_url is not None:
+            line += f"\n\n[audit report]({self._report_url})"
         workflow.set_current_details(line)
 
 

@@ -45,6 +45,13 @@ WRITE_REPO = ActivityOptions(
     schedule_to_close_timeout=timedelta(minutes=30),
     retry_policy=BACKOFF,
 )
+PUBLISH_REPORT = ActivityOptions(
+    # A convenience for operators: a few tries, then the audit ends without a report link
+    # (`starter.py report` builds the same page at any time).
+    start_to_close_timeout=timedelta(minutes=2),
+    schedule_to_close_timeout=timedelta(minutes=10),
+    retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=5)),
+)
 NOTIFY = ActivityOptions(
     # A notice is best effort (upstream logs and ignores errors): a few tries, never a wait
     # that holds up the audit.

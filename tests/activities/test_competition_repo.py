@@ -712,6 +712,7 @@ def test_activities_lists_bound_methods(activities: CompetitionRepoActivities) -
         "read_round_snapshot",
         "read_leader_files",
         "write_files",
+        "publish_report",
     ]
 
 

@@ -50,6 +50,17 @@ async def test_honest_miner_passes_each_prompt_generated_once(
                 assert url.startswith("http://127.0.0.1:"), url
                 assert url.endswith(f"/rounds/1/{miner.hotkey}/generated/{stem}.{field}"), url
                 assert (await http.get(url)).content[:4] == magic, url
+        # The HTML report, published beside the previews and linked from the memo.
+        report = result.report_url
+        assert report is not None and report.endswith(
+            f"/rounds/1/{miner.hotkey}/generated/report.html"
+        )
+        page = (await http.get(report)).text
+        assert miner.hotkey in page and "passed" in page.lower()
+        assert stems[0] in page and generated[stems[0]]["png"] in page  # previews linked
+    description = await client.get_workflow_handle(audit_workflow_id(1, miner.hotkey)).describe()
+    memo = await description.memo()
+    assert memo == {"report": report}
     pod_stats = world.read_json(f"rounds/1/{miner.hotkey}/pod_stats.json")
     assert isinstance(pod_stats, dict)
     assert sum(s["processed"] for s in pod_stats.values()) == N

@@ -73,6 +73,9 @@ async def test_honest_miner_passes_with_each_prompt_generated_once(client: Clien
         "Update generation audits for round 1",
         "Update pod stats for round 1, miner 5Fake",
     ]
+    # After the verdict: the report, made with the thresholds the audit ran with.
+    assert [(r.round, r.hotkey, r.policy) for r in world.reports] == [(1, "5Fake", world.policy)]
+    assert result.report_url == "https://cdn.test/1/5Fake.html"
 
 
 async def test_audited_set_drops_null_submissions_before_renting(client: Client) -> None:
