@@ -1,7 +1,9 @@
 """Pod lifecycle activities: deploy, wait for health, probe, delete and sweep GPU pods.
 
 Owns the translation of provider errors into `ApplicationError`s with an `ErrorType`:
-`ProviderUnavailable` -> retryable PROVIDER_UNAVAILABLE, `ProviderRejected` (and a provider the
+`ProviderUnavailable` -> retryable PROVIDER_UNAVAILABLE (after the provider's Retry-After when it
+gave one), `ProviderNoCapacity` -> non-retryable NO_CAPACITY (the next acquisition attempt tries
+the next provider), `ProviderRejected` (and a provider the
 worker has not configured) -> non-retryable PROVIDER_REJECTED, a pod that died or never became
 healthy -> non-retryable POD_UNHEALTHY. Every activity is idempotent by pod name: providers
 deploy by name (an existing pod is returned), and deleting a pod that is already gone succeeds.
@@ -39,6 +41,7 @@ from providers.base import (
     ContainerNotFound,
     ContainerState,
     GpuProvider,
+    ProviderNoCapacity,
     ProviderRejected,
     ProviderUnavailable,
 )
@@ -59,10 +62,20 @@ async def _provider_errors(action: str, pod: str, provider: ProviderName) -> Asy
     """Translate provider errors raised inside the block into ApplicationErrors."""
     try:
         yield
+    except ProviderNoCapacity as e:
+        # Not retried on this provider: the pod workflow's next acquisition attempt goes to the
+        # next provider in GPU_PROVIDERS (after POD_ACQUISITION_RETRY_INTERVAL).
+        raise ApplicationError(
+            f"{action} pod {pod!r} on {provider}: no capacity: {e}",
+            type=ErrorType.NO_CAPACITY,
+            non_retryable=True,
+        ) from e
     except ProviderUnavailable as e:
+        delay = timedelta(seconds=e.retry_after) if e.retry_after is not None else None
         raise ApplicationError(
             f"{action} pod {pod!r} on {provider}: provider unavailable: {e}",
             type=ErrorType.PROVIDER_UNAVAILABLE,
+            next_retry_delay=delay,
         ) from e
     except ProviderRejected as e:
         raise ApplicationError(

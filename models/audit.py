@@ -25,6 +25,7 @@ class ProviderName(StrEnum):
 
     TARGON = "targon"
     VERDA = "verda"
+    RUNPOD = "runpod"
     LOCAL = "local"
 
 

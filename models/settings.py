@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     verda_client_secret: SecretStr | None = Field(None, alias="VERDA_CLIENT_SECRET")
     verda_base_url: str = Field("https://api.verda.com", alias="VERDA_BASE_URL")
     verda_generation_token: SecretStr | None = Field(None, alias="VERDA_GENERATION_TOKEN")
+    # Not RUNPOD_API_KEY: RunPod sets that (scope-limited) in every pod, shadowing ours (upstream).
+    runpod_api_key: SecretStr | None = Field(None, alias="RUNPOD_PROVIDER_API_KEY")
+    runpod_base_url: str = Field("https://rest.runpod.io", alias="RUNPOD_BASE_URL")
+    runpod_proxy_url: str = Field(
+        "https://{pod_id}-{port}.proxy.runpod.net",
+        alias="RUNPOD_PROXY_URL",
+        description="how a pod is reached; {pod_id} and {port} are filled in",
+    )
+    runpod_gpu_type: str = Field("H200", alias="RUNPOD_GPU_TYPE")
+    runpod_gpu_count: int = Field(1, ge=1, alias="RUNPOD_GPU_COUNT")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
     github_repo: str | None = Field(
         None, pattern=r"^[\w.-]+/[\w.-]+$", alias="GITHUB_REPO", description="owner/name"

@@ -134,7 +134,8 @@ async def test_deploy_posts_the_reference_body(verda: VerdaProvider, fake: FakeV
     ]
     assert "env" not in body["containers"][0]  # no HF_TOKEN: no env (upstream)
     assert body["compute"] == {"name": "H200", "size": 1}
-    assert body["is_spot"] is False
+    assert body["is_spot"] is True  # upstream rents spot (test_conformance has the whole body)
+    assert body["scaling"]["concurrent_requests_per_replica"] == 5
     assert body["scaling"]["min_replica_count"] == body["scaling"]["max_replica_count"] == 1
     assert post.headers["authorization"] == "Bearer tok1"
     assert info.provider is ProviderName.VERDA
