@@ -1,0 +1,166 @@
+"""Whole audits on the fake Targon, Verda and RunPod servers (testing/fake_providers.py): real
+dev server, real workers, real provider clients over loopback HTTP, reference miners behind the
+fakes' endpoints. Also: Targon without capacity falls back to Verda, and no secret reaches a
+history or the worker log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from demo.competition import DemoMiner
+from models.audit import ProviderName
+from models.competition import AuditOutcome
+from models.constants import audit_workflow_id
+from models.settings import Settings
+from testing.fake_providers import FAKES, FakeProviderServer, FakeVerda
+from tests.e2e.conftest import HF_TOKEN, World
+from tests.helpers import pod_workflow_id
+from worker import running_workers
+
+pytestmark = pytest.mark.e2e
+
+N = 4
+_FIELDS = {field.alias: name for name, field in Settings.model_fields.items() if field.alias}
+
+
+def _settings(world: World, env: dict[str, str]) -> Settings:
+    """The e2e world's settings with `env` (settings by alias) on top."""
+    update = {_FIELDS[key]: value for key, value in env.items()}
+    return Settings.model_validate({**world.settings.model_dump(), **update})
+
+
+class _LogCapture(logging.Handler):
+    """Every record any logger emits while installed, formatted (with tracebacks)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def _captured_logs() -> Iterator[_LogCapture]:
+    root = logging.getLogger()
+    handler, level = _LogCapture(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def _fakes(
+    stack: AsyncExitStack, world: World, kinds: list[ProviderName]
+) -> dict[ProviderName, FakeProviderServer]:
+    servers = {}
+    for kind in kinds:
+        servers[kind] = await stack.enter_async_context(
+            FAKES[kind](world.root / f"{kind}-pods", call_log=world.call_log)
+        )
+    return servers
+
+
+async def _histories(client: Client, audit_id: str, pods: int) -> list[str]:
+    ids = [audit_id] + [await pod_workflow_id(client, audit_id, i) for i in range(pods)]
+    return [(await client.get_workflow_handle(i).fetch_history()).to_json() for i in ids]
+
+
+def _secrets(servers: dict[ProviderName, FakeProviderServer]) -> list[str]:
+    """Every credential the worker held or obtained while talking to the fakes."""
+    found = [HF_TOKEN]
+    for server in servers.values():
+        found += [v for k, v in server.settings().items() if not k.endswith(("_URL",))]
+        if isinstance(server, FakeVerda):
+            found += sorted(server.tokens)
+    return found
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as s:
+        yield s
+
+
+@pytest.mark.parametrize("kind", [ProviderName.TARGON, ProviderName.VERDA, ProviderName.RUNPOD])
+async def test_audits_on_a_fake_provider(
+    client: Client, world: World, stack: AsyncExitStack, kind: ProviderName
+) -> None:
+    """On each provider's fake server an honest miner passes and a copycat is rejected; every
+    rented pod is deleted; no secret reaches a history or the worker log."""
+    servers = await _fakes(stack, world, [kind])
+    settings = _settings(world, {"GPU_PROVIDERS": kind.value, **servers[kind].settings()})
+    honest = DemoMiner(hotkey=f"5Honest{kind}", label="honest", image="local/reference-miner")
+    copycat = DemoMiner(
+        hotkey=f"5Copycat{kind}",
+        label="copycat",
+        image="local/reference-miner?variant=1",
+        critical=2,
+    )
+    world.publish(1, [honest, copycat], N)
+    policy = world.policy(gpu_providers=[kind])
+    with _captured_logs() as logs:
+        async with running_workers(
+            client, settings, task_queue=world.task_queue, gpu_task_queue=world.gpu_task_queue
+        ):
+            passed, rejected = await asyncio.gather(
+                world.audit(client, 1, honest.hotkey, policy),
+                world.audit(client, 1, copycat.hotkey, policy),
+            )
+
+    assert passed.audit.outcome is AuditOutcome.PASSED, passed.audit.reason
+    assert passed.audit.checked_prompts == N
+    assert rejected.audit.outcome is AuditOutcome.REJECTED
+    assert rejected.audit.failed_prompts == N - 2 and rejected.audit.failed_critical == 2
+    server = servers[kind]
+    assert server.pods.by_id, "no pod was rented on the fake provider"
+    assert server.live_names() == []
+    assert len(world.generate_calls()) >= 2 * N - 1
+
+    histories = []
+    for hotkey, result in ((honest.hotkey, passed), (copycat.hotkey, rejected)):
+        audit_id = audit_workflow_id(1, hotkey)
+        histories += await _histories(client, audit_id, result.pods_started)
+    log = "\n".join(logs.lines)
+    assert f"{kind}" in log and "deployed pod" in log
+    for secret in _secrets(servers):
+        assert all(secret not in history for history in histories), secret
+        assert secret not in log, secret
+
+
+async def test_targon_without_capacity_falls_back_to_verda(
+    client: Client, world: World, stack: AsyncExitStack
+) -> None:
+    """GPU_PROVIDERS=targon,verda with Targon out of capacity: every pod comes from Verda, the
+    audit passes, nothing stays rented."""
+    servers = await _fakes(stack, world, [ProviderName.TARGON, ProviderName.VERDA])
+    targon, verda = servers[ProviderName.TARGON], servers[ProviderName.VERDA]
+    targon.faults.no_capacity = True
+    env: dict[str, Any] = {"GPU_PROVIDERS": "targon,verda", **targon.settings()}
+    settings = _settings(world, {**env, **verda.settings()})
+    miner = DemoMiner(hotkey="5Fallback", label="honest", image="local/reference-miner")
+    world.publish(1, [miner], N)
+    policy = world.policy(gpu_providers=[ProviderName.TARGON, ProviderName.VERDA])
+    async with running_workers(
+        client, settings, task_queue=world.task_queue, gpu_task_queue=world.gpu_task_queue
+    ):
+        result = await world.audit(client, 1, miner.hotkey, policy)
+
+    assert result.audit.outcome is AuditOutcome.PASSED, result.audit.reason
+    assert targon.calls("POST", "/v1/serverless"), "targon was never asked"
+    assert targon.pods.by_id == {}
+    assert verda.pods.by_id and verda.live_names() == []
+    pod_stats = world.read_json(f"rounds/1/{miner.hotkey}/pod_stats.json")
+    assert isinstance(pod_stats, dict) and pod_stats
+    assert sum(s["processed"] for s in pod_stats.values()) == N
