@@ -5,6 +5,8 @@
     python starter.py audit --round 1 --hotkey HOTKEY          # start (or attach to) an audit
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
     python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
+    python starter.py pods list [--round N] [--hotkey H]         # rented pods on every provider
+    python starter.py pods cleanup [--round N] [--hotkey H] [--dry-run]   # delete leaked ones
 
 `audit` starts the embedded dev server when nothing answers at a local TEMPORAL_ADDRESS, starts
 AuditWorkflow with id `audit-{round}-{hotkey}` (a second start attaches to the running audit,
@@ -34,12 +36,21 @@ from competition.repo import (
 )
 from competition.rounds import load_round_files
 from embedded_temporal import UI_ADDRESS, connect, ensure_server
-from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult
+from models.audit import AuditInput, AuditPolicy, AuditProgress, AuditResult, ProviderName
 from models.competition import GenerationAudit
-from models.constants import ROUND_WORKFLOW_ID, TASK_QUEUE, audit_workflow_id
+from models.constants import (
+    AUDIT_WORKFLOW_ID_PREFIX,
+    ROUND_WORKFLOW_ID,
+    TASK_QUEUE,
+    audit_workflow_id,
+    pod_name_prefix,
+)
 from models.errors import CompetitionFileError
-from models.rounds import RoundInput, RoundPolicy, RoundStatus
+from models.rounds import LEADER_HOTKEY, RoundInput, RoundPolicy, RoundStatus
 from models.settings import Settings, SettingsError, load_settings
+from providers import inventory
+from providers.base import ContainerInfo, GpuProvider, ProviderError
+from providers.registry import build_providers
 from workflows.policy import verdict
 
 logger = logging.getLogger("starter")
@@ -260,6 +271,132 @@ def render_preview_file(glb: Path, output: Path) -> str | None:
 # --- CLI ----------------------------------------------------------------------------------------
 
 
+# --- pods -----------------------------------------------------------------------------------------
+
+RUNNING_OWNERS_QUERY = (
+    "ExecutionStatus = 'Running' AND (WorkflowType = 'AuditWorkflow' OR "
+    "WorkflowType = 'LeaderGenerationWorkflow' OR WorkflowType = 'PodWorkflow')"
+)
+
+
+def owner_pod_prefix(workflow_id: str) -> str | None:
+    """The pod-name prefix of an audit (`audit-{round}-{hotkey}`), leader (`leader-{round}`) or
+    one of their pod children (`...-pod-...`); None for any other id. Hotkeys (SS58) have no
+    dash."""
+    kind, _, rest = workflow_id.partition("-")
+    round_text, _, tail = rest.partition("-")
+    if not round_text.isdigit():
+        return None
+    hotkey = tail.partition("-")[0]
+    if kind == AUDIT_WORKFLOW_ID_PREFIX and hotkey:
+        return pod_name_prefix(int(round_text), hotkey)
+    if kind == "leader":
+        return pod_name_prefix(int(round_text), LEADER_HOTKEY)
+    return None
+
+
+async def running_pod_owners(client: Client) -> dict[str, str]:
+    """Pod-name prefix -> id of a running audit, leader or pod workflow whose pods start with it
+    (a pod workflow outliving its audit still deletes its own pod)."""
+    owners: dict[str, str] = {}
+    async for execution in client.list_workflows(RUNNING_OWNERS_QUERY):
+        prefix = owner_pod_prefix(execution.id)
+        if prefix is not None:
+            owners[prefix] = execution.id
+    return owners
+
+
+class PodReport(inventory.PodListing):
+    """`pods list`: every rented pod, and the running workflow owning each (absent: leaked)."""
+
+    owners: dict[str, str] = {}  # pod name -> id of a running audit/leader/pod workflow
+
+    def leaked(self) -> list[ContainerInfo]:
+        """Pods no running audit, leader or pod workflow owns."""
+        return [pod for pod in self.pods if pod.name not in self.owners]
+
+
+async def find_pods(
+    client: Client,
+    providers: dict[ProviderName, GpuProvider],
+    round_number: int | None = None,
+    hotkey: str | None = None,
+) -> PodReport:
+    """Rented pods (of a round / hotkey) on every provider, each with its running owner."""
+    listing = await inventory.list_pods(providers, inventory.pods_prefix(round_number), hotkey)
+    running = await running_pod_owners(client)
+    owners = {}
+    for pod in listing.pods:
+        prefix = inventory.owned_by(pod.name, list(running))
+        if prefix is not None:
+            owners[pod.name] = running[prefix]
+    pods = sorted(listing.pods, key=lambda p: (p.name, p.provider, p.container_id))
+    return PodReport(pods=pods, errors=listing.errors, owners=owners)
+
+
+async def cleanup_pods(
+    providers: dict[ProviderName, GpuProvider], report: PodReport, dry_run: bool = False
+) -> list[ContainerInfo]:
+    """Delete the leaked pods of `report` (none with `dry_run`); returns those (to be) deleted.
+
+    Raises the first provider error after trying every pod (a rerun deletes what is left).
+    """
+    done: list[ContainerInfo] = []
+    problems: list[ProviderError] = []
+    for pod in report.leaked():
+        if dry_run:
+            done.append(pod)
+            continue
+        try:
+            if await inventory.delete_pod(providers[pod.provider], pod.name):
+                done.append(pod)
+        except ProviderError as e:
+            problems.append(e)
+    if problems:
+        raise problems[0]
+    return done
+
+
+def describe_pod(pod: ContainerInfo, owner: str | None) -> str:
+    """One line of `pods list`."""
+    return f"{pod.provider}\t{pod.name}\t{pod.container_id}\t{pod.state}\t{owner or 'LEAKED'}"
+
+
+async def run_pods_command(
+    client: Client,
+    providers: dict[ProviderName, GpuProvider],
+    args: argparse.Namespace,
+    out: Callable[[str], None] = print,
+) -> int:
+    """`starter.py pods list|cleanup`: 0 when every provider answered, else 1."""
+    report = await find_pods(client, providers, args.round, args.hotkey)
+    for pod in report.pods:
+        out(describe_pod(pod, report.owners.get(pod.name)))
+    for name, problem in sorted(report.errors.items()):
+        out(f"error: {name} could not be listed: {problem}")
+    if args.pods_command == "cleanup":
+        verb = "would delete" if args.dry_run else "deleted"
+        try:
+            for pod in await cleanup_pods(providers, report, dry_run=args.dry_run):
+                out(f"{verb} {pod.provider} {pod.name}")
+        except ProviderError as e:
+            out(f"error: {e}")
+            return 1
+    out(f"{len(report.pods)} pods, {len(report.leaked())} leaked")
+    return 1 if report.errors else 0
+
+
+async def pods_main(settings: Settings, args: argparse.Namespace) -> int:
+    """Connect, build every configured provider, run the pods command, close the clients."""
+    client = await connect(settings)
+    providers = build_providers(settings)
+    try:
+        return await run_pods_command(client, providers, args)
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(
@@ -292,6 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("glb", type=Path, help="the GLB file")
     preview.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
+    pods = sub.add_parser(
+        "pods", help="rented pods on every provider in GPU_PROVIDERS; delete leaked ones"
+    )
+    pods_sub = pods.add_subparsers(dest="pods_command", required=True)
+    for name, text in (
+        ("list", "print each pod: provider, name, id, state, owning audit (or LEAKED)"),
+        ("cleanup", "delete every pod no running audit, leader or pod workflow owns"),
+    ):
+        command = pods_sub.add_parser(name, help=text)
+        command.add_argument("--round", type=int, default=None)
+        command.add_argument("--hotkey", default=None)
+        if name == "cleanup":
+            command.add_argument(
+                "--dry-run", action="store_true", help="print what would be deleted"
+            )
     return parser
 
 
@@ -321,6 +473,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             return 0
         if args.command == "run":
             return asyncio.run(run_round_command(settings, watch=args.watch))
+        if args.command == "pods":
+            return asyncio.run(pods_main(settings, args))
         return asyncio.run(
             run_audit_command(
                 settings, args.round, args.hotkey, wait=not args.no_wait, resume=not args.no_resume

@@ -36,6 +36,7 @@ from models.audit import (
 )
 from models.errors import ErrorType
 from models.miner_api import HEALTH_PATH
+from providers import inventory
 from providers.base import (
     ContainerInfo,
     ContainerNotFound,
@@ -370,16 +371,12 @@ class PodActivities:
         for name in input.providers:
             provider = self._provider(name, f"{input.prefix}*", "sweep")
             async with _provider_errors("sweep", f"{input.prefix}*", name):
-                found = await provider.list(input.prefix)
-            for info in found:
-                activity.heartbeat(info.name)
-                async with _provider_errors("sweep", info.name, name):
-                    try:
-                        await provider.delete(info.name)
-                    except ContainerNotFound:
-                        continue
-                deleted.append(info.name)
-                activity.logger.info("swept pod %s on %s", info.name, name)
+                swept = await inventory.sweep(
+                    provider, input.prefix, on_pod=lambda info: activity.heartbeat(info.name)
+                )
+            for pod in swept:
+                activity.logger.info("swept pod %s on %s", pod, name)
+            deleted += swept
         return SweepPodsResult(deleted=deleted)
 
     # --- helpers -----------------------------------------------------------------------------

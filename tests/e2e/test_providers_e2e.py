@@ -19,9 +19,11 @@ from models.audit import ProviderName
 from models.competition import AuditOutcome
 from models.constants import audit_workflow_id
 from models.settings import Settings
+from providers.registry import build_providers
+from starter import build_parser, find_pods, run_pods_command, start_audit
 from testing.fake_providers import FAKES, FakeProviderServer, FakeVerda
 from tests.e2e.conftest import HF_TOKEN, World
-from tests.helpers import pod_workflow_id
+from tests.helpers import assert_eventually, pod_workflow_id
 from worker import running_workers
 
 pytestmark = pytest.mark.e2e
@@ -164,3 +166,74 @@ async def test_targon_without_capacity_falls_back_to_verda(
     pod_stats = world.read_json(f"rounds/1/{miner.hotkey}/pod_stats.json")
     assert isinstance(pod_stats, dict) and pod_stats
     assert sum(s["processed"] for s in pod_stats.values()) == N
+
+
+async def test_leaked_pods_are_found_and_cleaned_up(
+    client: Client, world: World, stack: AsyncExitStack
+) -> None:
+    """Workers die mid-audit and the operator terminates the audit and its pods: the pods stay
+    rented on Targon and RunPod. `pods list` shows them owned while the audit runs and LEAKED
+    after; `pods cleanup --dry-run` deletes nothing; `pods cleanup` deletes each one."""
+    servers = await _fakes(stack, world, [ProviderName.TARGON, ProviderName.RUNPOD])
+    env = {"GPU_PROVIDERS": "targon,runpod"}
+    for server in servers.values():
+        env.update(server.settings())
+    settings = _settings(world, env)
+    miner = DemoMiner(hotkey="5Leaky", label="slow", image="local/reference-miner?delay=2")
+    world.publish(1, [miner], 8)
+    policy = world.policy(gpu_providers=[ProviderName.TARGON, ProviderName.RUNPOD])
+    providers = build_providers(settings)
+    for provider in providers.values():
+        stack.push_async_callback(provider.aclose)
+    parser = build_parser()
+
+    async with running_workers(
+        client, settings, task_queue=world.task_queue, gpu_task_queue=world.gpu_task_queue
+    ):
+        handle = await start_audit(
+            client, 1, miner.hotkey, task_queue=world.task_queue, policy=policy
+        )
+
+        def both_rented() -> None:
+            assert [len(s.live_names()) for s in servers.values()] == [1, 1]
+
+        await assert_eventually(both_rented, timeout=40, interval=0.2)
+
+        async def owned() -> None:
+            report = await find_pods(client, providers, round_number=1, hotkey=miner.hotkey)
+            assert len(report.pods) == 2 and report.leaked() == []
+
+        await assert_eventually(owned, timeout=20, interval=0.2)
+    # The workers are gone; the operator gives up on the audit and its pod workflows.
+    pods = await _pod_ids(client, handle.id)
+    for workflow_id in [handle.id, *pods]:
+        await client.get_workflow_handle(workflow_id).terminate("test: leak the pods")
+    rented = sorted(name for s in servers.values() for name in s.live_names())
+
+    async def leaked() -> None:
+        report = await find_pods(client, providers, round_number=1)
+        assert sorted(p.name for p in report.leaked()) == rented
+
+    await assert_eventually(leaked, timeout=20, interval=0.2)
+
+    lines: list[str] = []
+    dry = parser.parse_args(["pods", "cleanup", "--round", "1", "--dry-run"])
+    assert await run_pods_command(client, providers, dry, lines.append) == 0
+    assert sum(line.startswith("would delete") for line in lines) == 2
+    assert sorted(name for s in servers.values() for name in s.live_names()) == rented
+
+    lines.clear()
+    cleanup = parser.parse_args(["pods", "cleanup", "--hotkey", miner.hotkey])
+    assert await run_pods_command(client, providers, cleanup, lines.append) == 0
+    assert sorted(line.split()[-1] for line in lines if line.startswith("deleted")) == rented
+    assert all(s.live_names() == [] for s in servers.values())
+    lines.clear()
+    listing = parser.parse_args(["pods", "list"])
+    assert await run_pods_command(client, providers, listing, lines.append) == 0
+    assert lines == ["0 pods, 0 leaked"]
+
+
+async def _pod_ids(client: Client, audit_id: str) -> list[str]:
+    """Ids of the audit's pod workflows still running."""
+    query = "WorkflowType = 'PodWorkflow' AND ExecutionStatus = 'Running'"
+    return [e.id async for e in client.list_workflows(query) if e.id.startswith(f"{audit_id}-pod-")]
