@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -50,6 +51,7 @@ from models.rounds import LEADER_HOTKEY, RoundInput, RoundPolicy, RoundStatus
 from models.settings import Settings, SettingsError, load_settings
 from providers import inventory
 from providers.base import ContainerInfo, GpuProvider, ProviderError
+from providers.breaker import read_states
 from providers.registry import build_providers
 from workflows.policy import verdict
 
@@ -367,8 +369,12 @@ async def run_pods_command(
     providers: dict[ProviderName, GpuProvider],
     args: argparse.Namespace,
     out: Callable[[str], None] = print,
+    breaker_dir: Path | None = None,
 ) -> int:
-    """`starter.py pods list|cleanup`: 0 when every provider answered, else 1."""
+    """`starter.py pods list|cleanup`: 0 when every provider answered, else 1.
+
+    With `breaker_dir` (WORK_DIR), also prints each worker's open provider breakers.
+    """
     report = await find_pods(client, providers, args.round, args.hotkey)
     for pod in report.pods:
         out(describe_pod(pod, report.owners.get(pod.name)))
@@ -383,6 +389,11 @@ async def run_pods_command(
             out(f"error: {e}")
             return 1
     out(f"{len(report.pods)} pods, {len(report.leaked())} leaked")
+    if breaker_dir is not None:
+        for worker, states in read_states(breaker_dir).items():
+            for state in states:
+                if state.is_open(time.time()):
+                    out(f"breaker open on {worker}: {state.provider} ({state.last_error})")
     return 1 if report.errors else 0
 
 
@@ -391,7 +402,7 @@ async def pods_main(settings: Settings, args: argparse.Namespace) -> int:
     client = await connect(settings)
     providers = build_providers(settings)
     try:
-        return await run_pods_command(client, providers, args)
+        return await run_pods_command(client, providers, args, breaker_dir=settings.work_dir)
     finally:
         for provider in providers.values():
             await provider.aclose()

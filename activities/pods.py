@@ -46,6 +46,7 @@ from providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.breaker import ProviderBreaker
 
 DEFAULT_POLL_INTERVAL = timedelta(seconds=1)
 DEFAULT_PROBE_TIMEOUT = timedelta(seconds=5)
@@ -102,6 +103,7 @@ class PodActivities:
         *,
         check_interval: timedelta = DEFAULT_CHECK_POD_INTERVAL,
         heartbeat_interval: timedelta = DEFAULT_HEARTBEAT_INTERVAL,
+        breaker: ProviderBreaker | None = None,
     ) -> None:
         """Create the activities.
 
@@ -113,7 +115,10 @@ class PodActivities:
             check_interval: Poll period of v2 awaits whose input sets no `poll_interval`
                 (CHECK_POD_INTERVAL).
             heartbeat_interval: Heartbeat period of v2 awaits (keep well under 30 s).
+            breaker: The worker's circuit breaker over deploys (one per process, shared by
+                every audit); default: a private one with the default thresholds.
         """
+        self._breaker = breaker or ProviderBreaker()
         self._providers = providers
         self._http = http
         self._poll = poll_interval.total_seconds()
@@ -136,11 +141,25 @@ class PodActivities:
         """Deploy pod `input.name` running `input.image`, or find the one already deployed.
 
         Idempotent: providers deploy by name and return an existing pod of that name, so a retry
-        after a lost response never rents a second GPU. Permanent: PROVIDER_REJECTED.
+        after a lost response never rents a second GPU. Every failure counts against the
+        provider's circuit breaker; while it is open the deploy fails at once, without calling
+        the provider. Permanent: PROVIDER_REJECTED, NO_CAPACITY, PROVIDER_CIRCUIT_OPEN.
         """
         provider = self._provider(input.provider, input.name, "deploy")
-        async with _provider_errors("deploy", input.name, input.provider):
-            info = await provider.deploy(input.name, input.image)
+        refusal = self._breaker.refusal(input.provider)
+        if refusal is not None:
+            raise ApplicationError(
+                f"deploy pod {input.name!r}: {refusal}",
+                type=ErrorType.PROVIDER_CIRCUIT_OPEN,
+                non_retryable=True,
+            )
+        try:
+            async with _provider_errors("deploy", input.name, input.provider):
+                info = await provider.deploy(input.name, input.image)
+        except ApplicationError as e:
+            self._breaker.failed(input.provider, str(e))
+            raise
+        self._breaker.succeeded(input.provider)
         activity.logger.info(
             "deployed pod %s on %s (%s)", input.name, input.provider, info.container_id
         )

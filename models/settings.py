@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     )
     runpod_gpu_type: str = Field("H200", alias="RUNPOD_GPU_TYPE")
     runpod_gpu_count: int = Field(1, ge=1, alias="RUNPOD_GPU_COUNT")
+    provider_breaker_failures: int = Field(3, ge=1, alias="PROVIDER_BREAKER_FAILURES")
+    provider_breaker_cooldown_seconds: float = Field(300.0, ge=0, alias="PROVIDER_BREAKER_COOLDOWN")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
     github_repo: str | None = Field(
         None, pattern=r"^[\w.-]+/[\w.-]+$", alias="GITHUB_REPO", description="owner/name"
