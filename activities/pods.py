@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -163,7 +163,9 @@ class PodActivities:
         activity.logger.info(
             "deployed pod %s on %s (%s)", input.name, input.provider, info.container_id
         )
-        return _pod_ref(info, url=info.url)
+        # The rental starts here (cost accounting); a retry that finds the pod restarts the
+        # clock a little late, never early.
+        return _pod_ref(info, url=info.url).model_copy(update={"deployed_at": datetime.now(UTC)})
 
     @activity.defn(name="await_pod_healthy")
     async def await_pod_healthy(self, input: AwaitPodHealthyInput) -> PodRef:
@@ -273,6 +275,8 @@ class PodActivities:
                         provider=pod.provider,
                         container_id=progress.container_id or pod.container_id,
                         url=url,
+                        deployed_at=pod.deployed_at,
+                        healthy_at=datetime.now(UTC),
                     )
                 if time.time() >= deadline:
                     raise ApplicationError(

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     )
     runpod_gpu_type: str = Field("H200", alias="RUNPOD_GPU_TYPE")
     runpod_gpu_count: int = Field(1, ge=1, alias="RUNPOD_GPU_COUNT")
+    provider_prices: dict[ProviderName, float] = Field(
+        default_factory=dict,
+        alias="PROVIDER_PRICES",
+        description='JSON: provider -> USD per GPU-hour, e.g. {"targon": 3.99} (cost estimates)',
+    )
     provider_breaker_failures: int = Field(3, ge=1, alias="PROVIDER_BREAKER_FAILURES")
     provider_breaker_cooldown_seconds: float = Field(300.0, ge=0, alias="PROVIDER_BREAKER_COOLDOWN")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
@@ -224,6 +229,8 @@ class Settings(BaseSettings):
             max_concurrent_prompts_per_pod=self.max_concurrent_prompts_per_pod,
             generated_commit_interval_seconds=self.generated_commit_interval_seconds,
             early_exit=self.early_exit,
+            gpu_hour_prices=dict(self.provider_prices),
+            gpus_per_pod={ProviderName.RUNPOD: self.runpod_gpu_count},
         )
 
 

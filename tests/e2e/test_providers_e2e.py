@@ -26,7 +26,7 @@ from tests.e2e.conftest import HF_TOKEN, World
 from tests.helpers import assert_eventually, pod_workflow_id
 from worker import running_workers
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]  # the first one imports torch
 
 N = 4
 _FIELDS = {field.alias: name for name, field in Settings.model_fields.items() if field.alias}

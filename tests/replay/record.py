@@ -57,7 +57,7 @@ from workflows import WORKFLOWS
 logger = logging.getLogger(__name__)
 
 HISTORIES_ROOT = Path(__file__).parent / "histories"
-VERSION = "v4"
+VERSION = "v5-cost"
 """The workflow version this code records; older folders under HISTORIES_ROOT are kept as is."""
 HISTORIES_DIR = HISTORIES_ROOT / VERSION
 ROUND = 1

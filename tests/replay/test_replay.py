@@ -38,6 +38,7 @@ RELEASED_VERSIONS: dict[str, set[str]] = {
     "v2": {"AuditWorkflow", "PodWorkflow"},
     "v3": {"AuditWorkflow", "PodWorkflow"},  # compare-submitted-png
     "v4": {"AuditWorkflow", "PodWorkflow"},  # run-keyed-pods, pod-watchdog
+    "v5-cost": {"AuditWorkflow", "PodWorkflow"},  # pod-cost
     "rounds-v1": {
         "RoundWorkflow",
         "BuildTrackingWorkflow",
