@@ -111,7 +111,7 @@ async def test_audits_on_a_fake_provider(
         critical=2,
     )
     world.publish(1, [honest, copycat], N)
-    policy = world.policy(gpu_providers=[kind])
+    policy = world.policy(gpu_providers=[kind], gpu_hour_prices={kind: 3.6})
     with _captured_logs() as logs:
         async with running_workers(
             client, settings, task_queue=world.task_queue, gpu_task_queue=world.gpu_task_queue
@@ -130,12 +130,22 @@ async def test_audits_on_a_fake_provider(
     assert server.live_names() == []
     assert len(world.generate_calls()) >= 2 * N - 1
 
+    # Cost: the rental of every pod, in the result, pod_stats.json and the log.
+    cost = passed.cost
+    assert cost is not None and cost.pods == passed.pods_started
+    assert 0 < cost.productive_seconds and 0 < cost.warmup_seconds <= cost.rented_seconds
+    assert cost.estimated_cost_usd is not None and cost.estimated_cost_usd > 0
+    pod_stats = world.read_json(f"rounds/1/{honest.hotkey}/pod_stats.json")
+    assert isinstance(pod_stats, dict) and pod_stats
+    assert all(entry["provider"] == kind.value for entry in pod_stats.values())
+    assert all(entry["rented_seconds"] > 0 for entry in pod_stats.values())
+
     histories = []
     for hotkey, result in ((honest.hotkey, passed), (copycat.hotkey, rejected)):
         audit_id = audit_workflow_id(1, hotkey)
         histories += await _histories(client, audit_id, result.pods_started)
     log = "\n".join(logs.lines)
-    assert f"{kind}" in log and "deployed pod" in log
+    assert f"{kind}" in log and "deployed pod" in log and "audit cost:" in log
     for secret in _secrets(servers):
         assert all(secret not in history for history in histories), secret
         assert secret not in log, secret
