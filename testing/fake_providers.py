@@ -119,6 +119,7 @@ class FakeProviderServer:
         call_log: Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        images: dict[str, str] | None = None,
     ) -> None:
         """Create a server (not started).
 
@@ -127,11 +128,13 @@ class FakeProviderServer:
             call_log: Passed to every miner (`--call-log`): one JSON line per generate call.
             host: Loopback address to bind.
             port: Port to bind (0: any free one).
+            images: Docker image -> `local/reference-miner?...` it stands for (LOCAL_IMAGES:
+                the demo's build tracker names real-looking images).
         """
         self.faults = Faults()
         self.requests: list[RecordedRequest] = []
         self.pods = _Pods()
-        self._local = LocalProvider(pods_dir, call_log=call_log, host=host)
+        self._local = LocalProvider(pods_dir, call_log=call_log, host=host, images=images)
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
