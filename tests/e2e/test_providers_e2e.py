@@ -247,3 +247,47 @@ async def _pod_ids(client: Client, audit_id: str) -> list[str]:
     """Ids of the audit's pod workflows still running."""
     query = "WorkflowType = 'PodWorkflow' AND ExecutionStatus = 'Running'"
     return [e.id async for e in client.list_workflows(query) if e.id.startswith(f"{audit_id}-pod-")]
+
+
+async def test_provider_trouble_is_contained(
+    client: Client, world: World, stack: AsyncExitStack
+) -> None:
+    """Targon answers 429 (Retry-After) and 500 before it rents anything, then one pod dies
+    mid-run: the deploys are retried, the dead pod is replaced, the honest miner still passes
+    and nothing stays rented."""
+    servers = await _fakes(stack, world, [ProviderName.TARGON])
+    targon = servers[ProviderName.TARGON]
+    targon.faults.rate_limited_calls = 1
+    targon.faults.retry_after_seconds = 1
+    targon.faults.server_error_calls = 1
+    settings = _settings(world, {"GPU_PROVIDERS": "targon", **targon.settings()})
+    miner = DemoMiner(hotkey="5Sturdy", label="honest", image="local/reference-miner?delay=0.3")
+    world.publish(1, [miner], 8)
+    policy = world.policy(gpu_providers=[ProviderName.TARGON])
+    async with running_workers(
+        client, settings, task_queue=world.task_queue, gpu_task_queue=world.gpu_task_queue
+    ):
+        handle = await start_audit(
+            client, 1, miner.hotkey, task_queue=world.task_queue, policy=policy
+        )
+
+        def generating() -> str:
+            assert world.generate_calls() and targon.live_names()
+            return targon.live_names()[0]
+
+        victim = await assert_eventually(generating, timeout=40, interval=0.1)
+        await targon.kill(victim)
+        result = await handle.result()
+
+    assert result.audit.outcome is AuditOutcome.PASSED, result.audit.reason
+    assert result.pods_started >= 2
+    # Both faults were served (to the first calls) and weathered.
+    assert (targon.faults.rate_limited_calls, targon.faults.server_error_calls) == (0, 0)
+    assert targon.live_names() == []
+    pod_stats = world.read_json(f"rounds/1/{miner.hotkey}/pod_stats.json")
+    assert isinstance(pod_stats, dict)
+    dead = [s for name, s in pod_stats.items() if victim.startswith(name)]
+    # The dead pod's failures are on record (as upstream, a pod that fails fast may take several
+    # prompts before the bad-pod rule or the health probe stops it; their retries go elsewhere).
+    assert dead and dead[0]["hard_failed"] >= 1, pod_stats
+    assert dead[0]["wasted_seconds"] > 0
