@@ -3,7 +3,8 @@
 Owns one `httpx.AsyncClient`, the OAuth2 client-credentials token (cached until shortly before
 it expires, refreshed once on a 401) and the mapping of Verda's answers onto `ContainerInfo` and
 the provider error hierarchy. Endpoints: `POST /v1/oauth2/token`, `POST /v1/container-deployments`,
-`GET|DELETE /v1/container-deployments/{name}`, `GET /v1/container-deployments` (list). Calls to
+`DELETE /v1/container-deployments/{name}`, `GET /v1/container-deployments` (list; upstream finds
+a deployment there by name, never by `GET .../{name}`). Calls to
 the miner behind a deployment carry a separate bearer (VERDA_GENERATION_TOKEN, `auth_headers`).
 """
 
@@ -181,17 +182,12 @@ class VerdaProvider:
         return self._info(data if isinstance(data, dict) else {}, name)
 
     async def get(self, name: str) -> ContainerInfo:
-        """Current state and endpoint of deployment `name`; raises ContainerNotFound."""
-        response = await self._request(
-            "GET", f"{DEPLOYMENTS_PATH}/{name}", f"get {name!r}", not_found=True
-        )
-        data = response_json(response, f"verda get {name!r}")
-        if not isinstance(data, dict):
-            raise ProviderUnavailable(
-                f"verda get {name!r}: expected a JSON object: "
-                f"{response.text[:ERROR_BODY_MAX_LENGTH]}"
-            )
-        return self._info(data, name)
+        """Deployment `name` from the list, as upstream finds it (visible once it has an
+        `endpoint_base_url`); raises ContainerNotFound."""
+        found = [info for info in await self.list(name) if info.name == name]
+        if not found:
+            raise ContainerNotFound(f"verda deployment {name!r} does not exist")
+        return found[0]
 
     async def delete(self, name: str) -> None:
         """Delete deployment `name`; raises ContainerNotFound if there is none."""
