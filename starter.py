@@ -8,6 +8,8 @@
     python starter.py report --round N --hotkey H -o out.html  # an audit's HTML report
     python starter.py verdict --competition-repo PATH --round N --hotkey HOTKEY
     python starter.py preview model.glb -o preview.png          # render a GLB as the audit does
+    python starter.py pods list [--round N] [--hotkey H]         # rented pods on every provider
+    python starter.py pods cleanup [--round N] [--hotkey H] [--dry-run]   # delete leaked ones
 
 `audit` starts the embedded dev server when nothing answers at a local TEMPORAL_ADDRESS, starts
 AuditWorkflow with id `audit-{round}-{hotkey}` (a second start attaches to the running audit,
@@ -54,6 +56,7 @@ from models.constants import ROUND_WORKFLOW_ID, TASK_QUEUE, audit_workflow_id
 from models.errors import CompetitionFileError, ErrorType
 from models.rounds import RoundInput, RoundPolicy, RoundStatus
 from models.settings import Settings, SettingsError, load_settings
+from pods_cli import add_pods_parser, pods_main
 from workflows.policy import verdict
 
 logger = logging.getLogger("starter")
@@ -503,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("glb", type=Path, help="the GLB file")
     preview.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
+    add_pods_parser(sub)
     return parser
 
 
@@ -543,6 +547,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> int:
             return asyncio.run(run_status_command(settings, args.round, once=args.once, out=stdout))
         if args.command == "cancel":
             return asyncio.run(run_cancel_command(settings, args.round, args.hotkey))
+        if args.command == "pods":
+            return asyncio.run(pods_main(settings, args))
         return asyncio.run(
             run_audit_command(
                 settings, args.round, args.hotkey, wait=not args.no_wait, resume=not args.no_resume

@@ -36,6 +36,7 @@ from competition.repo import CompetitionRepo, CompetitionRepoError
 from embedded_temporal import connect
 from models.constants import GPU_TASK_QUEUE, TASK_QUEUE
 from models.settings import Settings, SettingsError, load_settings
+from providers.breaker import ProviderBreaker, breaker_state_file
 from providers.registry import build_providers
 from storage import ArtifactStore, open_artifact_store
 from storage.http import is_loopback_url, serve_public
@@ -100,6 +101,11 @@ async def running_workers(
                     providers,
                     http,
                     check_interval=timedelta(seconds=settings.check_pod_interval_seconds),
+                    breaker=ProviderBreaker(
+                        settings.provider_breaker_failures,
+                        settings.provider_breaker_cooldown_seconds,
+                        state_file=breaker_state_file(settings.work_dir),
+                    ),
                 ).activities(),
                 *GenerationActivities(
                     store,

@@ -1,7 +1,9 @@
 """Pod lifecycle activities: deploy, wait for health, probe, delete and sweep GPU pods.
 
 Owns the translation of provider errors into `ApplicationError`s with an `ErrorType`:
-`ProviderUnavailable` -> retryable PROVIDER_UNAVAILABLE, `ProviderRejected` (and a provider the
+`ProviderUnavailable` -> retryable PROVIDER_UNAVAILABLE (after the provider's Retry-After when it
+gave one), `ProviderNoCapacity` -> non-retryable NO_CAPACITY (the next acquisition attempt tries
+the next provider), `ProviderRejected` (and a provider the
 worker has not configured) -> non-retryable PROVIDER_REJECTED, a pod that died or never became
 healthy -> non-retryable POD_UNHEALTHY. Every activity is idempotent by pod name: providers
 deploy by name (an existing pod is returned), and deleting a pod that is already gone succeeds.
@@ -14,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -34,14 +36,17 @@ from models.audit import (
 )
 from models.errors import ErrorType
 from models.miner_api import HEALTH_PATH
+from providers import inventory
 from providers.base import (
     ContainerInfo,
     ContainerNotFound,
     ContainerState,
     GpuProvider,
+    ProviderNoCapacity,
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.breaker import ProviderBreaker
 
 DEFAULT_POLL_INTERVAL = timedelta(seconds=1)
 DEFAULT_PROBE_TIMEOUT = timedelta(seconds=5)
@@ -59,10 +64,20 @@ async def _provider_errors(action: str, pod: str, provider: ProviderName) -> Asy
     """Translate provider errors raised inside the block into ApplicationErrors."""
     try:
         yield
+    except ProviderNoCapacity as e:
+        # Not retried on this provider: the pod workflow's next acquisition attempt goes to the
+        # next provider in GPU_PROVIDERS (after POD_ACQUISITION_RETRY_INTERVAL).
+        raise ApplicationError(
+            f"{action} pod {pod!r} on {provider}: no capacity: {e}",
+            type=ErrorType.NO_CAPACITY,
+            non_retryable=True,
+        ) from e
     except ProviderUnavailable as e:
+        delay = timedelta(seconds=e.retry_after) if e.retry_after is not None else None
         raise ApplicationError(
             f"{action} pod {pod!r} on {provider}: provider unavailable: {e}",
             type=ErrorType.PROVIDER_UNAVAILABLE,
+            next_retry_delay=delay,
         ) from e
     except ProviderRejected as e:
         raise ApplicationError(
@@ -88,6 +103,7 @@ class PodActivities:
         *,
         check_interval: timedelta = DEFAULT_CHECK_POD_INTERVAL,
         heartbeat_interval: timedelta = DEFAULT_HEARTBEAT_INTERVAL,
+        breaker: ProviderBreaker | None = None,
     ) -> None:
         """Create the activities.
 
@@ -99,7 +115,10 @@ class PodActivities:
             check_interval: Poll period of v2 awaits whose input sets no `poll_interval`
                 (CHECK_POD_INTERVAL).
             heartbeat_interval: Heartbeat period of v2 awaits (keep well under 30 s).
+            breaker: The worker's circuit breaker over deploys (one per process, shared by
+                every audit); default: a private one with the default thresholds.
         """
+        self._breaker = breaker or ProviderBreaker()
         self._providers = providers
         self._http = http
         self._poll = poll_interval.total_seconds()
@@ -122,15 +141,31 @@ class PodActivities:
         """Deploy pod `input.name` running `input.image`, or find the one already deployed.
 
         Idempotent: providers deploy by name and return an existing pod of that name, so a retry
-        after a lost response never rents a second GPU. Permanent: PROVIDER_REJECTED.
+        after a lost response never rents a second GPU. Every failure counts against the
+        provider's circuit breaker; while it is open the deploy fails at once, without calling
+        the provider. Permanent: PROVIDER_REJECTED, NO_CAPACITY, PROVIDER_CIRCUIT_OPEN.
         """
         provider = self._provider(input.provider, input.name, "deploy")
-        async with _provider_errors("deploy", input.name, input.provider):
-            info = await provider.deploy(input.name, input.image)
+        refusal = self._breaker.refusal(input.provider)
+        if refusal is not None:
+            raise ApplicationError(
+                f"deploy pod {input.name!r}: {refusal}",
+                type=ErrorType.PROVIDER_CIRCUIT_OPEN,
+                non_retryable=True,
+            )
+        try:
+            async with _provider_errors("deploy", input.name, input.provider):
+                info = await provider.deploy(input.name, input.image)
+        except ApplicationError as e:
+            self._breaker.failed(input.provider, str(e))
+            raise
+        self._breaker.succeeded(input.provider)
         activity.logger.info(
             "deployed pod %s on %s (%s)", input.name, input.provider, info.container_id
         )
-        return _pod_ref(info, url=info.url)
+        # The rental starts here (cost accounting); a retry that finds the pod restarts the
+        # clock a little late, never early.
+        return _pod_ref(info, url=info.url).model_copy(update={"deployed_at": datetime.now(UTC)})
 
     @activity.defn(name="await_pod_healthy")
     async def await_pod_healthy(self, input: AwaitPodHealthyInput) -> PodRef:
@@ -240,6 +275,8 @@ class PodActivities:
                         provider=pod.provider,
                         container_id=progress.container_id or pod.container_id,
                         url=url,
+                        deployed_at=pod.deployed_at,
+                        healthy_at=datetime.now(UTC),
                     )
                 if time.time() >= deadline:
                     raise ApplicationError(
@@ -357,16 +394,12 @@ class PodActivities:
         for name in input.providers:
             provider = self._provider(name, f"{input.prefix}*", "sweep")
             async with _provider_errors("sweep", f"{input.prefix}*", name):
-                found = await provider.list(input.prefix)
-            for info in found:
-                activity.heartbeat(info.name)
-                async with _provider_errors("sweep", info.name, name):
-                    try:
-                        await provider.delete(info.name)
-                    except ContainerNotFound:
-                        continue
-                deleted.append(info.name)
-                activity.logger.info("swept pod %s on %s", info.name, name)
+                swept = await inventory.sweep(
+                    provider, input.prefix, on_pod=lambda info: activity.heartbeat(info.name)
+                )
+            for pod in swept:
+                activity.logger.info("swept pod %s on %s", pod, name)
+            deleted += swept
         return SweepPodsResult(deleted=deleted)
 
     # --- helpers -----------------------------------------------------------------------------

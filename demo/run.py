@@ -3,6 +3,7 @@
     python -m demo                  (what `make demo` runs)
     python -m demo --keep-running   (`make playground`: the same, then keeps the whole local
                                      world up until Ctrl-C: Temporal, prompt server, workers)
+    python -m demo --provider targon-fake   (the same round, pods rented from a fake Targon)
 
 Opens a new round in a local bare git repo (.demo/competition.git; prompt images and submitted
 outputs served over loopback HTTP) with five kinds of miner and a leader, starts its own
@@ -18,6 +19,10 @@ production:
   - every verdict lands in rounds/{n}/generation_audits.json; this script prints the ones this
     run wrote, moves the round to `finalizing` (the loop leaves the round) and stops the loop.
 The Temporal server keeps running so the histories can be read in the Web UI.
+
+`--provider targon-fake` (or `verda-fake`, `runpod-fake`; env DEMO_PROVIDER) rents every pod
+through that provider's real client from the fake API server of testing/fake_providers.py on
+loopback (which runs the same reference miners), instead of the local provider.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from models.constants import ROUND_WORKFLOW_ID, audit_workflow_id, leader_workfl
 from models.rounds import LeaderResult, RoundStatus
 from models.settings import Settings, load_settings
 from starter import describe_round, start_round_loop
+from testing.fake_providers import FAKES
 from worker import running_workers
 from workflows.policy.builds import build_tag, docker_image
 
@@ -220,7 +226,13 @@ def _print_verdict(miner: DemoMiner, result: AuditResult, url: str) -> None:
     print(f"{'':>22}history: {url}")
 
 
-async def run_demo(settings: Settings, root: Path = DEMO_ROOT, keep_running: bool = False) -> int:
+PROVIDERS = {"local": None, **{f"{kind}-fake": kind for kind in FAKES}}
+"""--provider choices: the local provider, or a provider's fake API server."""
+
+
+async def run_demo(
+    settings: Settings, root: Path = DEMO_ROOT, keep_running: bool = False, provider: str = "local"
+) -> int:
     """Open a round, let the round loop run it, print what it wrote; with `keep_running`, keep
     the prompt server and the workers up afterwards until Ctrl-C (the playground)."""
     started = time.monotonic()
@@ -238,10 +250,19 @@ async def run_demo(settings: Settings, root: Path = DEMO_ROOT, keep_running: boo
     client = await connect(settings)
     bare = Path(settings.competition_repo or "")
     round_number = next_round(bare) if (bare / "HEAD").is_file() else 1
-    www_server = StaticServer(root / "www", port=DEMO_WWW_PORT)
-    with www_server as www, FakeGitHub(repo="demo/competition") as github:
+    async with contextlib.AsyncExitStack() as stack:
+        www = stack.enter_context(StaticServer(root / "www", port=DEMO_WWW_PORT))
+        github = stack.enter_context(FakeGitHub(repo="demo/competition"))
         os.environ["GITHUB_API_URL"] = github.api_url
-        os.environ["LOCAL_IMAGES"] = json.dumps(local_images(settings, round_number))
+        images = local_images(settings, round_number)
+        os.environ["LOCAL_IMAGES"] = json.dumps(images)
+        fake_kind = PROVIDERS[provider]
+        if fake_kind is not None:
+            fake = FAKES[fake_kind](root / "fake-provider-pods", images=images)
+            await fake.start()
+            stack.push_async_callback(fake.aclose)
+            os.environ.update({"GPU_PROVIDERS": str(fake_kind), **fake.settings()})
+            print(f"pods come from a fake {fake_kind} API at {fake.base_url}")
         settings = load_settings()
         stems = publish_round(
             bare,
@@ -426,12 +447,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the playground: keep the prompt server and workers up after the round",
     )
+    parser.add_argument(
+        "--provider",
+        choices=sorted(PROVIDERS),
+        default=os.environ.get("DEMO_PROVIDER", "local"),
+        help="where pods come from (default: local; *-fake: that provider's fake API server)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(DEMO_ROOT)
     try:
-        return asyncio.run(run_demo(settings, keep_running=args.keep_running))
+        return asyncio.run(
+            run_demo(settings, keep_running=args.keep_running, provider=args.provider)
+        )
     except KeyboardInterrupt:
         print("playground stopped (the demo's Temporal server keeps running)")
         return 0

@@ -25,6 +25,7 @@ class ProviderName(StrEnum):
 
     TARGON = "targon"
     VERDA = "verda"
+    RUNPOD = "runpod"
     LOCAL = "local"
 
 
@@ -117,6 +118,12 @@ class AuditPolicy(_Frozen):
     progress_notice_seconds: float = Field(
         900.0, gt=0, description="DISCORD_PROGRESS_INTERVAL: a progress notice this often"
     )
+    gpu_hour_prices: dict[ProviderName, float] = Field(
+        default_factory=dict, description="PROVIDER_PRICES: USD per GPU-hour (cost estimates)"
+    )
+    gpus_per_pod: dict[ProviderName, int] = Field(
+        default_factory=dict, description="GPUs a pod of each provider rents (default 1)"
+    )
 
 
 class EarlyExit(StrEnum):
@@ -150,6 +157,35 @@ class AuditInput(_Frozen):
     run: AuditRun | None = Field(None, description="set only by continue-as-new (v2 runs)")
 
 
+class PodCost(_Frozen):
+    """What one rented pod cost (seconds of wall-clock rental; extra pod_stats.json fields).
+
+    Rented: deploy answered -> delete answered. Warm-up: deploy -> /health 200 (all of it when
+    never healthy). Productive: the pod's generation times. Wasted: all of a bad or never
+    healthy pod, else warm-up + idle (rented - warm-up - productive).
+    """
+
+    provider: ProviderName
+    rented_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    productive_seconds: float = 0.0
+    wasted_seconds: float = 0.0
+    gpu_seconds: float = Field(0.0, description="rented seconds x GPUs per pod")
+    estimated_cost_usd: float | None = Field(None, description="None: no PROVIDER_PRICES entry")
+
+
+class AuditCost(_Frozen):
+    """The sum of an audit's pod costs (pods that never got as far as a deploy cost nothing)."""
+
+    pods: int = 0
+    rented_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    productive_seconds: float = 0.0
+    wasted_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    estimated_cost_usd: float | None = None
+
+
 class AuditResult(_Frozen):
     """Result of AuditWorkflow: the generation_audits.json entry plus what it cost."""
 
@@ -161,6 +197,7 @@ class AuditResult(_Frozen):
     report_url: str | None = Field(
         None, description="the audit's HTML report (published beside its previews), if written"
     )
+    cost: AuditCost | None = Field(None, description="rented GPU time and its estimated cost")
 
 
 class AuditStatus(StrEnum):
@@ -226,6 +263,8 @@ class PodRef(_Frozen):
     provider: ProviderName
     container_id: str | None = None
     url: str | None = None
+    deployed_at: datetime | None = Field(None, description="when deploy_pod got the pod")
+    healthy_at: datetime | None = Field(None, description="when /health first answered 200")
 
 
 class PodCarry(_Frozen):
@@ -335,6 +374,7 @@ class PodFinished(_Frozen):
     deployed: bool = True
     reason: str = ""
     unfinished_assignment: str | None = None
+    cost: PodCost | None = Field(None, description="rental times (pod-cost patch); no productive")
 
 
 class PodWaiting(_Frozen):
@@ -656,6 +696,8 @@ class AuditPod(BaseModel):
     waiting_for: str | None = Field(None, description="our service it waits for (an outage)")
     outstanding: list[Outstanding] = Field(default_factory=list)
     tracker: PodTracker = Field(default_factory=PodTracker)
+    productive_seconds: float = Field(0.0, description="sum of its results' generation times")
+    cost: PodCost | None = None
 
 
 class AuditRun(BaseModel):

@@ -14,6 +14,12 @@ class ErrorType(StrEnum):
     INVALID_INPUT = "InvalidInput"
     PROVIDER_UNAVAILABLE = "ProviderUnavailable"
     PROVIDER_REJECTED = "ProviderRejected"
+    NO_CAPACITY = "NoCapacity"
+    """The provider has no GPU of that kind now: raised non-retryable by `deploy_pod`, so the
+    pod's next acquisition attempt goes to the next provider; never charged to the miner."""
+    PROVIDER_CIRCUIT_OPEN = "ProviderCircuitOpen"
+    """The worker skips this provider for a while after repeated deploy failures (its circuit
+    breaker): raised non-retryable, so the next acquisition attempt tries the next provider."""
     POD_UNHEALTHY = "PodUnhealthy"
     POD_NOT_VISIBLE = "PodNotVisible"  # not listed with a URL in time: delete, retry acquisition
     PROMPT_UNAVAILABLE = "PromptUnavailable"

@@ -82,6 +82,23 @@ class Settings(BaseSettings):
     verda_client_secret: SecretStr | None = Field(None, alias="VERDA_CLIENT_SECRET")
     verda_base_url: str = Field("https://api.verda.com", alias="VERDA_BASE_URL")
     verda_generation_token: SecretStr | None = Field(None, alias="VERDA_GENERATION_TOKEN")
+    # Not RUNPOD_API_KEY: RunPod sets that (scope-limited) in every pod, shadowing ours (upstream).
+    runpod_api_key: SecretStr | None = Field(None, alias="RUNPOD_PROVIDER_API_KEY")
+    runpod_base_url: str = Field("https://rest.runpod.io", alias="RUNPOD_BASE_URL")
+    runpod_proxy_url: str = Field(
+        "https://{pod_id}-{port}.proxy.runpod.net",
+        alias="RUNPOD_PROXY_URL",
+        description="how a pod is reached; {pod_id} and {port} are filled in",
+    )
+    runpod_gpu_type: str = Field("H200", alias="RUNPOD_GPU_TYPE")
+    runpod_gpu_count: int = Field(1, ge=1, alias="RUNPOD_GPU_COUNT")
+    provider_prices: dict[ProviderName, float] = Field(
+        default_factory=dict,
+        alias="PROVIDER_PRICES",
+        description='JSON: provider -> USD per GPU-hour, e.g. {"targon": 3.99} (cost estimates)',
+    )
+    provider_breaker_failures: int = Field(3, ge=1, alias="PROVIDER_BREAKER_FAILURES")
+    provider_breaker_cooldown_seconds: float = Field(300.0, ge=0, alias="PROVIDER_BREAKER_COOLDOWN")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
     github_repo: str | None = Field(
         None, pattern=r"^[\w.-]+/[\w.-]+$", alias="GITHUB_REPO", description="owner/name"
@@ -280,6 +297,8 @@ class Settings(BaseSettings):
             early_exit=self.early_exit,
             notify=self.discord_webhook_url is not None,
             progress_notice_seconds=self.discord_progress_interval_seconds,
+            gpu_hour_prices=dict(self.provider_prices),
+            gpus_per_pod={ProviderName.RUNPOD: self.runpod_gpu_count},
         )
 
 

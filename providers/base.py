@@ -6,6 +6,7 @@ Providers never import temporalio: activities/pods.py translates these errors in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
@@ -17,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from models.audit import ProviderName
 
 ERROR_BODY_MAX_LENGTH = 500
+CAPACITY_PATTERN = re.compile(
+    r"capacity|no longer any instances available|out of stock|insufficient (gpu|resources)",
+    re.IGNORECASE,
+)
+"""An error body saying "no GPU of that kind now" (Targon, Verda, RunPod wordings; REFERENCE.md
+sec. 20: not verified against the live APIs)."""
 
 
 class ContainerState(StrEnum):
@@ -46,6 +53,20 @@ class ProviderError(Exception):
 
 class ProviderUnavailable(ProviderError):
     """Capacity, rate limit, 5xx or network failure: retrying later may succeed."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        """`retry_after`: seconds the provider asked us to wait (a 429's Retry-After)."""
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderNoCapacity(ProviderUnavailable):
+    """The provider has no GPU of the requested kind right now: try another provider.
+
+    Upstream has no capacity detection (it retries any failed deploy on the next provider after
+    POD_ACQUISITION_RETRY_INTERVAL); we recognise the answer (`CAPACITY_PATTERN`) so a deploy
+    attempt ends at once instead of backing off on the same provider.
+    """
 
 
 class ProviderRejected(ProviderError):
@@ -91,6 +112,8 @@ def env_redacted(env: PodEnv) -> Iterator[None]:
         safe = redact(str(e), env)
         if safe == str(e):
             raise
+        if isinstance(e, ProviderUnavailable):
+            raise type(e)(safe, retry_after=e.retry_after) from None
         raise type(e)(safe) from None
 
 
@@ -142,11 +165,23 @@ def raise_for_status(response: httpx.Response, what: str, *, not_found: bool = F
     if status < 400:
         return
     message = f"{what}: HTTP {status}: {response.text[:ERROR_BODY_MAX_LENGTH]}"
+    if CAPACITY_PATTERN.search(response.text[:ERROR_BODY_MAX_LENGTH]):
+        raise ProviderNoCapacity(message)
     if status == 404 and not_found:
         raise ContainerNotFound(message)
     if status == 429 or status >= 500:
-        raise ProviderUnavailable(message)
+        raise ProviderUnavailable(message, retry_after=_retry_after(response))
     raise ProviderRejected(message)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """A Retry-After given in seconds (the HTTP-date form is ignored: Temporal backs off)."""
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def response_json(response: httpx.Response, what: str) -> Any:

@@ -16,6 +16,7 @@ from models.audit import ProviderName
 from models.settings import Settings, SettingsError
 from providers.base import GpuProvider, pod_env
 from providers.local import LocalProvider
+from providers.runpod import GPU_TYPE_IDS, RunpodProvider
 from providers.targon import TargonProvider
 from providers.verda import VerdaCredentials, VerdaProvider
 
@@ -32,6 +33,10 @@ def _verda_env(settings: Settings) -> dict[str, object]:
     }
 
 
+def _runpod_env(settings: Settings) -> dict[str, object]:
+    return {"RUNPOD_PROVIDER_API_KEY": settings.runpod_api_key}
+
+
 def _local_env(settings: Settings) -> dict[str, object]:
     return {}
 
@@ -39,6 +44,7 @@ def _local_env(settings: Settings) -> dict[str, object]:
 REQUIRED_ENV: dict[ProviderName, Callable[[Settings], dict[str, object]]] = {
     ProviderName.TARGON: _targon_env,
     ProviderName.VERDA: _verda_env,
+    ProviderName.RUNPOD: _runpod_env,
     ProviderName.LOCAL: _local_env,
 }
 """Environment variable -> its value, for every variable a provider cannot work without."""
@@ -54,7 +60,13 @@ def _targon(settings: Settings) -> GpuProvider:
         base_url=settings.targon_base_url,
         port=settings.generation_port,
         env=pod_env(settings.hf_token),
+        concurrency=_provider_concurrency(settings),
     )
+
+
+def _provider_concurrency(settings: Settings) -> int:
+    """Requests a pod takes at once: the prompt loops plus one (upstream)."""
+    return settings.max_concurrent_prompts_per_pod + 1
 
 
 def _verda(settings: Settings) -> GpuProvider:
@@ -67,6 +79,22 @@ def _verda(settings: Settings) -> GpuProvider:
         credentials,
         base_url=settings.verda_base_url,
         port=settings.generation_port,
+        env=pod_env(settings.hf_token),
+        concurrency=_provider_concurrency(settings),
+    )
+
+
+def _runpod(settings: Settings) -> GpuProvider:
+    if settings.runpod_gpu_type not in GPU_TYPE_IDS:
+        known = ", ".join(sorted(GPU_TYPE_IDS))
+        raise SettingsError(f"RUNPOD_GPU_TYPE: {settings.runpod_gpu_type!r} is not one of {known}")
+    return RunpodProvider(
+        api_key=_secret(settings.runpod_api_key),
+        base_url=settings.runpod_base_url,
+        port=settings.generation_port,
+        gpu_type=settings.runpod_gpu_type,
+        gpu_count=settings.runpod_gpu_count,
+        proxy_url_template=settings.runpod_proxy_url,
         env=pod_env(settings.hf_token),
     )
 
@@ -85,6 +113,7 @@ def _local(settings: Settings) -> GpuProvider:
 BUILDERS: dict[ProviderName, Callable[[Settings], GpuProvider]] = {
     ProviderName.TARGON: _targon,
     ProviderName.VERDA: _verda,
+    ProviderName.RUNPOD: _runpod,
     ProviderName.LOCAL: _local,
 }
 

@@ -35,7 +35,8 @@ TARGON_BASE_URL = "https://api.targon.com"
 TARGON_RESOURCE = "h200-small"  # Targon SKU: 1x H200
 URL_TEMPLATE = "https://{uid}.serverless.targon.com"
 DEFAULT_PORT = 10006
-DEFAULT_TIMEOUT_SECONDS = 60.0
+DEFAULT_CONCURRENCY = 5  # MAX_CONCURRENT_PROMPTS_PER_POD + 1 (upstream)
+DEFAULT_TIMEOUT_SECONDS = 30.0  # upstream's SDK session: 30 s in total per call
 
 
 def _item_uid(item: dict[str, Any]) -> str | None:
@@ -59,6 +60,7 @@ class TargonProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         env: PodEnv | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         """Create a client.
 
@@ -70,12 +72,15 @@ class TargonProvider:
             timeout: Seconds per control-plane request.
             env: Environment of every deployed container (`providers.base.pod_env`); sent as
                 `container.env`, left out when empty (upstream). Never logged.
+            concurrency: `container_concurrency` and `target_concurrency` of the scaling block
+                (MAX_CONCURRENT_PROMPTS_PER_POD + 1).
         """
         self._port = port
+        self._concurrency = concurrency
         self._env = dict(env or {})
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            headers={"Authorization": f"Bearer {api_key}"},
+            headers={"Authorization": f"Bearer {api_key.strip()}", "Accept": "application/json"},
             transport=transport,
             timeout=timeout,
         )
@@ -96,7 +101,12 @@ class TargonProvider:
             "container": container,
             "resource_name": TARGON_RESOURCE,
             "network": {"port": {"port": self._port}, "visibility": "external"},
-            "scaling": {"min_replicas": 1, "max_replicas": 1},
+            "scaling": {
+                "min_replicas": 1,
+                "max_replicas": 1,
+                "container_concurrency": self._concurrency,
+                "target_concurrency": self._concurrency,
+            },
         }
         with env_redacted(self._env):
             response = await self._request("POST", "/v1/serverless", f"deploy {name!r}", json=body)
@@ -117,7 +127,7 @@ class TargonProvider:
         )
 
     async def get(self, name: str) -> ContainerInfo:
-        """The container named `name` (listed = active = RUNNING); raises ContainerNotFound."""
+        """The container named `name` (listed = active); raises ContainerNotFound."""
         found = await self._find(name)
         if not found:
             raise ContainerNotFound(f"targon container {name!r} does not exist")
@@ -144,7 +154,12 @@ class TargonProvider:
             raise ContainerNotFound(f"targon container {name!r} does not exist")
 
     async def list(self, prefix: str) -> list[ContainerInfo]:
-        """Active containers whose name starts with `prefix`, sorted by name."""
+        """Active containers whose name starts with `prefix`, sorted by name.
+
+        As upstream's SDK: an item with a `deleted` key (whatever its value) is skipped; an item
+        with a `url` key is reached there (null: not visible yet, PENDING), one without it at
+        `https://{uid}.serverless.targon.com`.
+        """
         response = await self._request(
             "POST", "/v1/serverless/list", f"list {prefix!r}", json={"active_only": True}
         )
@@ -156,18 +171,20 @@ class TargonProvider:
             )
         result = []
         for item in items:
-            if not isinstance(item, dict) or item.get("deleted"):
+            if not isinstance(item, dict) or "deleted" in item:
                 continue
             uid, item_name = _item_uid(item), item.get("name")
             if uid is None or not isinstance(item_name, str) or not item_name.startswith(prefix):
                 continue
+            url = item["url"] if "url" in item else URL_TEMPLATE.format(uid=uid)
+            url = url.rstrip("/") if isinstance(url, str) and url else None
             result.append(
                 ContainerInfo(
                     name=item_name,
                     provider=ProviderName.TARGON,
                     container_id=uid,
-                    state=ContainerState.RUNNING,
-                    url=URL_TEMPLATE.format(uid=uid),
+                    state=ContainerState.RUNNING if url else ContainerState.PENDING,
+                    url=url,
                 )
             )
         return sorted(result, key=lambda info: (info.name, info.container_id))

@@ -3,7 +3,8 @@
 Owns one `httpx.AsyncClient`, the OAuth2 client-credentials token (cached until shortly before
 it expires, refreshed once on a 401) and the mapping of Verda's answers onto `ContainerInfo` and
 the provider error hierarchy. Endpoints: `POST /v1/oauth2/token`, `POST /v1/container-deployments`,
-`GET|DELETE /v1/container-deployments/{name}`, `GET /v1/container-deployments` (list). Calls to
+`DELETE /v1/container-deployments/{name}`, `GET /v1/container-deployments` (list; upstream finds
+a deployment there by name, never by `GET .../{name}`). Calls to
 the miner behind a deployment carry a separate bearer (VERDA_GENERATION_TOKEN, `auth_headers`).
 """
 
@@ -40,6 +41,7 @@ OAUTH_PATH = "/v1/oauth2/token"
 DEPLOYMENTS_PATH = "/v1/container-deployments"
 COMPUTE = {"name": "H200", "size": 1}
 DEFAULT_PORT = 10006
+DEFAULT_CONCURRENCY = 5  # MAX_CONCURRENT_PROMPTS_PER_POD + 1 (upstream)
 DEFAULT_TIMEOUT_SECONDS = 60.0
 TOKEN_REFRESH_MARGIN_SECONDS = 60.0  # refresh this long before the token expires
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0  # when the token answer has no expires_in
@@ -99,6 +101,7 @@ class VerdaProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         env: PodEnv | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         """Create a client.
 
@@ -110,7 +113,10 @@ class VerdaProvider:
             clock: Monotonic seconds, for token expiry (injected in tests).
             env: Environment of every deployed container (`providers.base.pod_env`); sent as
                 plain `env` entries of the container, left out when empty. Never logged.
+            concurrency: `concurrent_requests_per_replica` and the queue-load threshold
+                (MAX_CONCURRENT_PROMPTS_PER_POD + 1).
         """
+        self._concurrency = concurrency
         self._credentials = credentials
         self._env = dict(env or {})
         self._port = port
@@ -150,15 +156,19 @@ class VerdaProvider:
             "container_registry_settings": {"is_private": False},
             "containers": [container],
             "compute": dict(COMPUTE),
-            "is_spot": False,
+            "is_spot": True,  # upstream rents spot H200s
             "scaling": {
                 "min_replica_count": 1,
                 "max_replica_count": 1,
-                "concurrent_requests_per_replica": 1,
                 "scale_down_policy": {"delay_seconds": 3600},
-                "scale_up_policy": {"delay_seconds": 0},
+                "scale_up_policy": {"delay_seconds": 600},
                 "queue_message_ttl_seconds": 600,
-                "scaling_triggers": {"queue_load": {"threshold": 1}},
+                "concurrent_requests_per_replica": self._concurrency,
+                "scaling_triggers": {
+                    "queue_load": {"threshold": self._concurrency},
+                    "cpu_utilization": {"enabled": False, "threshold": 80},
+                    "gpu_utilization": {"enabled": False, "threshold": 80},
+                },
             },
         }
         with env_redacted(self._env):
@@ -172,17 +182,12 @@ class VerdaProvider:
         return self._info(data if isinstance(data, dict) else {}, name)
 
     async def get(self, name: str) -> ContainerInfo:
-        """Current state and endpoint of deployment `name`; raises ContainerNotFound."""
-        response = await self._request(
-            "GET", f"{DEPLOYMENTS_PATH}/{name}", f"get {name!r}", not_found=True
-        )
-        data = response_json(response, f"verda get {name!r}")
-        if not isinstance(data, dict):
-            raise ProviderUnavailable(
-                f"verda get {name!r}: expected a JSON object: "
-                f"{response.text[:ERROR_BODY_MAX_LENGTH]}"
-            )
-        return self._info(data, name)
+        """Deployment `name` from the list, as upstream finds it (visible once it has an
+        `endpoint_base_url`); raises ContainerNotFound."""
+        found = [info for info in await self.list(name) if info.name == name]
+        if not found:
+            raise ContainerNotFound(f"verda deployment {name!r} does not exist")
+        return found[0]
 
     async def delete(self, name: str) -> None:
         """Delete deployment `name`; raises ContainerNotFound if there is none."""

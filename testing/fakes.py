@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -187,7 +188,12 @@ class FakeWorld:
             world.deploy_requests.append(input.model_copy(update={"name": name}))
             world.log.append(("deploy", name))
             world.rented.append(("deploy", input.name))
-            return PodRef(name=input.name, provider=input.provider, container_id=input.name)
+            return PodRef(
+                name=input.name,
+                provider=input.provider,
+                container_id=input.name,
+                deployed_at=datetime.now(UTC),
+            )
 
         @activity.defn(name="await_pod_healthy")
         async def await_pod_healthy(input: AwaitPodHealthyInput) -> PodRef:
@@ -204,7 +210,9 @@ class FakeWorld:
                 raise ApplicationError(
                     "not listed in time", type=ErrorType.POD_NOT_VISIBLE, non_retryable=True
                 )
-            return input.pod.model_copy(update={"url": f"http://{name}"})
+            return input.pod.model_copy(
+                update={"url": f"http://{name}", "healthy_at": datetime.now(UTC)}
+            )
 
         @activity.defn(name="check_pod_health")
         async def check_pod_health(input: PodHealthInput) -> bool:

@@ -99,6 +99,7 @@ from workflows import options
 from workflows.failures import fail_with_cause, failure
 from workflows.legacy.audit_v1 import AuditV1
 from workflows.policy import coordinator, pod_tracker, verdict
+from workflows.policy import cost as cost_policy
 
 ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
 HOTKEY_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_HOTKEY)
@@ -469,6 +470,7 @@ class AuditWorkflow:
             prompt.done = True
             return
         run.generations += 1
+        pod.productive_seconds += event.generation_time or 0.0
         entry = _entry(event)
         previous = prompt.best
         original = (
@@ -536,11 +538,28 @@ class AuditWorkflow:
             )
         elif event.marked_bad and not asked_to_stop:  # the pod found itself bad (health probe)
             self._notice("Pod Marked Bad", f"`{pod.pod_name}`: {event.reason}", ORANGE)
+        if event.cost is not None:
+            bad = event.marked_bad or pod.tracker.marked_bad or not pod.ever_ready
+            pod.cost = cost_policy.settle(event.cost, pod.productive_seconds, bad, run.policy)
+            workflow.logger.info(
+                "%s on %s: rented %.1fs (warm-up %.1fs, productive %.1fs, wasted %.1fs), "
+                "%.1f GPU-s, estimated cost %s USD",
+                short_pod_id(pod.pod_name),
+                pod.cost.provider,
+                pod.cost.rented_seconds,
+                pod.cost.warmup_seconds,
+                pod.cost.productive_seconds,
+                pod.cost.wasted_seconds,
+                pod.cost.gpu_seconds,
+                pod.cost.estimated_cost_usd,
+            )
         if pod.ever_ready:
             if event.marked_bad:
                 pod_tracker.mark_bad(pod.tracker, event.reason)
             # Upstream: pod_stats has an entry for every pod that became healthy.
-            run.pod_stats[pod.pod_name] = pod_tracker.to_stats(pod.tracker, pod.pod_name)
+            run.pod_stats[pod.pod_name] = cost_policy.with_cost(
+                pod_tracker.to_stats(pod.tracker, pod.pod_name), pod.cost
+            )
             run.stats_dirty = True
         if run.expanded:
             self._top_up()
@@ -1112,6 +1131,19 @@ class AuditWorkflow:
         report_url = await self._publish_report(files)
         await workflow.wait_condition(workflow.all_handlers_finished)
         run = self._run
+        cost = cost_policy.total(p.cost for p in run.pods if p.cost is not None) if run else None
+        if cost is not None:
+            workflow.logger.info(
+                "audit cost: %d pods rented %.1fs (%.1f GPU-s; warm-up %.1fs, productive "
+                "%.1fs, wasted %.1fs), estimated cost %s USD",
+                cost.pods,
+                cost.rented_seconds,
+                cost.gpu_seconds,
+                cost.warmup_seconds,
+                cost.productive_seconds,
+                cost.wasted_seconds,
+                cost.estimated_cost_usd,
+            )
         return AuditResult(
             audit=audit,
             commit=written.commit,
@@ -1119,6 +1151,7 @@ class AuditWorkflow:
             pods_started=run.pods_started if run else 0,
             early_exit=run.early_stop is not None if run else False,
             report_url=report_url,
+            cost=cost,
         )
 
     async def _publish_report(self, files: RoundFiles) -> str | None:

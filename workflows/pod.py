@@ -14,7 +14,7 @@ addressed to the parent's workflow id (no run id). v2 (`protocol` 2):
     loop: wait for an `assign` (or `stop`)
           fetch prompt -> generate -> render -> fetch + render the submitted GLB -> score
           signal pod_result; a failure the pod may have caused -> probe /health
-    finally: delete_pod, signal pod_finished
+    finally: delete_pod, signal pod_finished (with the rental times, `pod-cost` patch)
 
 Every decision about the pod's health, retries and the queue is the parent's (it holds the
 upstream trackers); this workflow only does the work and reports what happened. An assignment id
@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import options
 from workflows.failures import failure, raise_if_cancelled
 from workflows.legacy.pod_v1 import PodV1
+from workflows.policy import cost as cost_policy
 
 _T = TypeVar("_T")
 SEEN_ASSIGNMENTS_KEPT = 1000
@@ -149,8 +150,12 @@ class PodWorkflow:
             raise
         finally:
             if not continue_as_new and not evicted:
-                if self._pod is not None:  # None: never rented, or deleted while acquiring
+                rented = self._pod
+                if rented is not None:  # None: never rented, or deleted while acquiring
                     reason += await self._delete(input)
+                cost = None
+                if workflow.patched(cost_policy.COST_PATCH) and rented is not None:
+                    cost = cost_policy.rental(rented, workflow.now(), input.policy)
                 await self._tell_parent(
                     input,
                     PodFinished(
@@ -163,6 +168,7 @@ class PodWorkflow:
                         reason=reason,
                         audit_run_id=input.audit_run_id,
                         pod_workflow_id=workflow.info().workflow_id,
+                        cost=cost,
                     ),
                 )
         if continue_as_new:

@@ -92,7 +92,12 @@ async def test_deploy_sends_the_reference_body(targon: TargonProvider, fake: Fak
         "container": {"image": "registry/img:tag"},  # no HF_TOKEN: `env` left out (upstream)
         "resource_name": "h200-small",
         "network": {"port": {"port": 10006}, "visibility": "external"},
-        "scaling": {"min_replicas": 1, "max_replicas": 1},
+        "scaling": {
+            "min_replicas": 1,
+            "max_replicas": 1,
+            "container_concurrency": 5,  # MAX_CONCURRENT_PROMPTS_PER_POD + 1 (upstream)
+            "target_concurrency": 5,
+        },
     }
     assert info.provider is ProviderName.TARGON
     assert info.container_id == "uid1"

@@ -117,11 +117,12 @@ async def verda(fake: FakeVerda, clock: Clock) -> AsyncIterator[VerdaProvider]:
 
 
 async def test_deploy_posts_the_reference_body(verda: VerdaProvider, fake: FakeVerda) -> None:
-    """deploy looks the name up (404), then POSTs the documented container deployment."""
+    """deploy looks the name up in the list (as upstream), then POSTs the documented
+    container deployment."""
     assert isinstance(verda, GpuProvider)
     info = await verda.deploy("miner-01-abc-0-0", "registry/img:tag")
     get, post = fake.api_calls()
-    assert (get.method, get.url.path) == ("GET", "/v1/container-deployments/miner-01-abc-0-0")
+    assert (get.method, get.url.path) == ("GET", "/v1/container-deployments")
     assert (post.method, post.url.path) == ("POST", "/v1/container-deployments")
     body = json.loads(post.content)
     assert body["name"] == "miner-01-abc-0-0"
@@ -134,7 +135,8 @@ async def test_deploy_posts_the_reference_body(verda: VerdaProvider, fake: FakeV
     ]
     assert "env" not in body["containers"][0]  # no HF_TOKEN: no env (upstream)
     assert body["compute"] == {"name": "H200", "size": 1}
-    assert body["is_spot"] is False
+    assert body["is_spot"] is True  # upstream rents spot (test_conformance has the whole body)
+    assert body["scaling"]["concurrent_requests_per_replica"] == 5
     assert body["scaling"]["min_replica_count"] == body["scaling"]["max_replica_count"] == 1
     assert post.headers["authorization"] == "Bearer tok1"
     assert info.provider is ProviderName.VERDA
@@ -232,7 +234,7 @@ async def test_get_maps_status_and_endpoint(
 
 
 async def test_get_and_delete_missing_are_not_found(verda: VerdaProvider) -> None:
-    """404 on get or delete is ContainerNotFound."""
+    """Not listed (get) or 404 (delete) is ContainerNotFound."""
     with pytest.raises(ContainerNotFound, match="pod-m"):
         await verda.get("pod-m")
     with pytest.raises(ContainerNotFound, match="HTTP 404"):

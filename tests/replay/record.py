@@ -58,7 +58,7 @@ from workflows import WORKFLOWS
 logger = logging.getLogger(__name__)
 
 HISTORIES_ROOT = Path(__file__).parent / "histories"
-VERSION = "v5-ops"
+VERSION = "v6"
 """The workflow version this code records; older folders under HISTORIES_ROOT are kept as is."""
 HISTORIES_DIR = HISTORIES_ROOT / VERSION
 ROUND = 1

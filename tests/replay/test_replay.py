@@ -39,6 +39,8 @@ RELEASED_VERSIONS: dict[str, set[str]] = {
     "v3": {"AuditWorkflow", "PodWorkflow"},  # compare-submitted-png
     "v4": {"AuditWorkflow", "PodWorkflow"},  # run-keyed-pods, pod-watchdog
     "v5-ops": {"AuditWorkflow", "PodWorkflow"},  # ops-notify (webhook notices)
+    "v5-cost": {"AuditWorkflow", "PodWorkflow"},  # pod-cost
+    "v6": {"AuditWorkflow", "PodWorkflow"},  # all of the above + audit-report (HTML report)
     "rounds-v1": {
         "RoundWorkflow",
         "BuildTrackingWorkflow",

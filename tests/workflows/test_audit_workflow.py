@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.worker import Worker
 
-from models.audit import AuditInput, AuditPolicy, AuditResult, ProviderName
+from models.audit import AuditInput, AuditPolicy, AuditResult, PodCost, ProviderName
 from models.competition import AuditOutcome, BuildStatus, GenerationEntry
 from models.errors import ErrorType
 from tests.helpers import assert_eventually
@@ -481,9 +481,10 @@ class UpstreamGenerationResult(BaseModel):
 
 
 class UpstreamPodStats(BaseModel):
-    """c263c11 shared/subnet_common/competition/pod_stats.py PodStats."""
+    """c263c11 shared/subnet_common/competition/pod_stats.py PodStats (a plain BaseModel: it
+    ignores extra keys, such as our cost fields)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True)
 
     pod_id: str = ""
     processed: int = 0
@@ -518,8 +519,12 @@ async def test_files_load_with_upstreams_own_models(client: Client) -> None:
     for entry in generated.values():
         assert set(entry) == set(UpstreamGenerationResult.model_fields)
         UpstreamGenerationResult.model_validate_json(json.dumps(entry))
+    cost_keys = {"provider", *PodCost.model_fields} - {"estimated_cost_usd"}
     for name, entry in stats.items():
         assert UpstreamPodStats.model_validate_json(json.dumps(entry)).pod_id == name
+        assert set(entry) - set(UpstreamPodStats.model_fields) - {"estimated_cost_usd"} == (
+            cost_keys
+        )
     assert generated["p002"]["distance"] == 0.5
 
 
@@ -572,3 +577,22 @@ async def test_audit_reads_and_writes_name_its_competition_repo(client: Client) 
     assert world.writes
     assert {w.competition_repo for w in world.writes} == {"/srv/competition.git"}
     assert world.read_repos == ["/srv/competition.git"]
+
+
+async def test_audit_result_and_pod_stats_carry_pod_costs(client: Client) -> None:
+    """Each pod reports its rental (pod-cost patch); the audit sums rented, warm-up, productive
+    and wasted seconds, priced with PROVIDER_PRICES, in its result and pod_stats.json."""
+    prices = {ProviderName.LOCAL: 3600.0}  # 1 USD per GPU-second: cost == GPU-seconds
+    world = FakeWorld(files=round_files(4), policy=policy(gpu_hour_prices=prices))
+    result = await run_audit(client, world)
+    cost = result.cost
+    assert cost is not None and cost.pods == result.pods_started
+    assert cost.rented_seconds > 0 and cost.gpu_seconds == cost.rented_seconds
+    assert cost.estimated_cost_usd is not None
+    assert abs(cost.estimated_cost_usd - cost.gpu_seconds) < 0.01 * cost.pods
+    assert cost.warmup_seconds <= cost.wasted_seconds <= cost.rented_seconds
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict) and stats
+    assert {entry["provider"] for entry in stats.values()} == {"local"}
+    assert sum(entry["processed"] for entry in stats.values()) == 4
+    assert sum(entry["productive_seconds"] for entry in stats.values()) > 0
