@@ -14,6 +14,7 @@ hotkey, pod and stem where the activity knows them, and records the metrics:
 | `orchestrator.generation.seconds` | histogram | - |
 | `orchestrator.pods.deployed` | counter | provider |
 | `orchestrator.pods.deleted` | counter | - |
+| `orchestrator.pods.rented_seconds` | counter (s) | provider: deploy -> delete of each pod |
 | `orchestrator.audits` | counter | outcome (passed / rejected) |
 
 It owns the providers' lifetime (`shutdown` flushes them); it does not own the activities.
@@ -26,6 +27,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -53,6 +55,7 @@ SPAN_NAMES: dict[str, str] = {
     "render_preview": "render",
     "score_distance": "score",
     "write_files": "write",
+    "delete_pod": "delete",
 }
 """Activity type -> span name of the audit steps operators follow in a trace."""
 
@@ -140,6 +143,11 @@ class ActivityTelemetry(client.Interceptor, Interceptor):
             "orchestrator.pods.deployed", description="pods rented (initial and replacements)"
         )
         self.pods_deleted = meter.create_counter("orchestrator.pods.deleted")
+        self.rented_seconds = meter.create_counter(
+            "orchestrator.pods.rented_seconds",
+            unit="s",
+            description="rented pod time, deploy to delete (x GPUs per pod = GPU-seconds)",
+        )
         self.audits = meter.create_counter(
             "orchestrator.audits", description="verdicts written, by outcome"
         )
@@ -190,6 +198,13 @@ class _Inbound(ActivityInboundInterceptor):
             owner.pods_deployed.add(1, {"provider": str(getattr(arg, "provider", ""))})
         elif activity_type == "delete_pod":
             owner.pods_deleted.add(1)
+            pod = getattr(arg, "pod", None)
+            deployed_at = getattr(pod, "deployed_at", None)
+            if isinstance(deployed_at, datetime):
+                rented = (datetime.now(UTC) - deployed_at).total_seconds()
+                owner.rented_seconds.add(
+                    max(0.0, rented), {"provider": str(getattr(pod, "provider", ""))}
+                )
         elif activity_type == "write_files":
             for write in getattr(arg, "files", []):
                 # the verdict: one miner's entry, merged under its hotkey

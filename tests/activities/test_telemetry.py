@@ -13,6 +13,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from models.audit import (
+    DeletePodInput,
     DeployPodInput,
     GenerateInput,
     GenerateResult,
@@ -55,6 +56,11 @@ async def generate(input: GenerateInput) -> GenerateResult:
     return GenerateResult(glb_uri="file:///x.glb", size=10, generation_time=2.5)
 
 
+@activity.defn(name="delete_pod")
+async def delete_pod(input: DeletePodInput) -> None:
+    return None
+
+
 @activity.defn(name="write_files")
 async def write_files(input: WriteFilesInput) -> WriteFilesResult:
     return WriteFilesResult(commit="abc")
@@ -92,6 +98,14 @@ class TelemetrySteps:
             start_to_close_timeout=timeout,
             result_type=WriteFilesResult,
         )
+        rented = PodRef(
+            name="miner-07-5hotkeytel-0-abcd1234",
+            provider=ProviderName.LOCAL,
+            deployed_at=workflow.now() - timedelta(seconds=90),
+        )
+        await workflow.execute_activity(
+            "delete_pod", DeletePodInput(pod=rented), start_to_close_timeout=timeout
+        )
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, object], object]]]:
@@ -119,7 +133,7 @@ async def test_audit_steps_make_spans_and_metrics(client: Client) -> None:
     async with new_worker(
         client,
         TelemetrySteps,
-        activities=[deploy_pod, generate, write_files],
+        activities=[deploy_pod, generate, write_files, delete_pod],
         interceptors=[ActivityTelemetry(telemetry)],
     ) as worker:
         await client.execute_workflow(
@@ -128,9 +142,9 @@ async def test_audit_steps_make_spans_and_metrics(client: Client) -> None:
     telemetry.tracer_provider.force_flush()
 
     finished = spans.get_finished_spans()
-    assert [s.name for s in finished] == ["deploy", "generate", "generate", "write"]
-    deploy, good, bad, write = (dict(s.attributes or {}) for s in finished)
-    for attributes in (deploy, good, bad, write):
+    assert [s.name for s in finished] == ["deploy", "generate", "generate", "write", "delete"]
+    deploy, good, bad, write, delete = (dict(s.attributes or {}) for s in finished)
+    for attributes in (deploy, good, bad, write, delete):
         assert attributes["round"] == 7
         assert attributes["hotkey"] == "5HotkeyTel"
     assert deploy["pod"] == "miner-07-5hotkeytel-0-abcd1234"
@@ -146,6 +160,10 @@ async def test_audit_steps_make_spans_and_metrics(client: Client) -> None:
     assert metrics["orchestrator.generation.seconds"] == [({}, (1, 2.5))]
     assert metrics["orchestrator.pods.deployed"] == [({"provider": "local"}, 1)]
     assert metrics["orchestrator.audits"] == [({"outcome": "rejected"}, 1)]
+    assert metrics["orchestrator.pods.deleted"] == [({}, 1)]
+    [(rented_attributes, seconds)] = metrics["orchestrator.pods.rented_seconds"]
+    assert rented_attributes == {"provider": "local"}
+    assert isinstance(seconds, float) and 90 <= seconds < 150
     telemetry.shutdown()
 
 
