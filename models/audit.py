@@ -277,6 +277,7 @@ class PodCarry(_Frozen):
     seen_assignments: list[str] = Field(default_factory=list)
     pending: list[Assignment] = Field(default_factory=list)
     stop: StopPod | None = None
+    failed_attempts: list[PodCost] = Field(default_factory=list)
 
 
 class PodInput(_Frozen):
@@ -375,6 +376,10 @@ class PodFinished(_Frozen):
     reason: str = ""
     unfinished_assignment: str | None = None
     cost: PodCost | None = Field(None, description="rental times (pod-cost patch); no productive")
+    failed_attempts: list[PodCost] = Field(
+        default_factory=list,
+        description="pods rented by this slot's failed acquisition attempts (all wasted)",
+    )
 
 
 class PodWaiting(_Frozen):
@@ -698,6 +703,7 @@ class AuditPod(BaseModel):
     tracker: PodTracker = Field(default_factory=PodTracker)
     productive_seconds: float = Field(0.0, description="sum of its results' generation times")
     cost: PodCost | None = None
+    failed_attempts: list[PodCost] = Field(default_factory=list)
 
 
 class AuditRun(BaseModel):

@@ -538,6 +538,9 @@ class AuditWorkflow:
             )
         elif event.marked_bad and not asked_to_stop:  # the pod found itself bad (health probe)
             self._notice("Pod Marked Bad", f"`{pod.pod_name}`: {event.reason}", ORANGE)
+        pod.failed_attempts = [
+            cost_policy.settle(lost, 0.0, True, run.policy) for lost in event.failed_attempts
+        ]
         if event.cost is not None:
             bad = event.marked_bad or pod.tracker.marked_bad or not pod.ever_ready
             pod.cost = cost_policy.settle(event.cost, pod.productive_seconds, bad, run.policy)
@@ -1131,7 +1134,7 @@ class AuditWorkflow:
         report_url = await self._publish_report(files)
         await workflow.wait_condition(workflow.all_handlers_finished)
         run = self._run
-        cost = cost_policy.total(p.cost for p in run.pods if p.cost is not None) if run else None
+        cost = cost_policy.total(cost_policy.of_pods(run.pods)) if run else None
         if cost is not None:
             workflow.logger.info(
                 "audit cost: %d pods rented %.1fs (%.1f GPU-s; warm-up %.1fs, productive "

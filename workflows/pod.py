@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateInput,
         GenerateResult,
         PodCarry,
+        PodCost,
         PodFinished,
         PodHealthInput,
         PodInput,
@@ -115,6 +116,8 @@ class PodWorkflow:
         self._last_heard = workflow.now()  # last signal the audit accepted
         self._watched = False  # WATCHDOG_PATCH: decided when serving starts
         self._cancelling = False  # the loops are being cancelled (see _tell_parent)
+        # Rentals of failed acquisition attempts (state only: reported with the pod-cost patch).
+        self._failed_rentals: list[PodCost] = list(carried.failed_attempts) if carried else []
 
     @workflow.run
     async def run(self, input: PodInput) -> PodWorkflowResult:
@@ -154,8 +157,11 @@ class PodWorkflow:
                 if rented is not None:  # None: never rented, or deleted while acquiring
                     reason += await self._delete(input)
                 cost = None
-                if workflow.patched(cost_policy.COST_PATCH) and rented is not None:
-                    cost = cost_policy.rental(rented, workflow.now(), input.policy)
+                failed: list[PodCost] = []
+                if workflow.patched(cost_policy.COST_PATCH):
+                    failed = self._failed_rentals
+                    if rented is not None:
+                        cost = cost_policy.rental(rented, workflow.now(), input.policy)
                 await self._tell_parent(
                     input,
                     PodFinished(
@@ -169,6 +175,7 @@ class PodWorkflow:
                         audit_run_id=input.audit_run_id,
                         pod_workflow_id=workflow.info().workflow_id,
                         cost=cost,
+                        failed_attempts=failed,
                     ),
                 )
         if continue_as_new:
@@ -229,6 +236,10 @@ class PodWorkflow:
             if give_up:
                 return problem  # the pod is deleted on the way out
             await self._delete(input)
+            if self._pod is not None and (
+                lost := cost_policy.rental(self._pod, workflow.now(), policy)
+            ):
+                self._failed_rentals.append(lost)
             self._pod = None
             workflow.logger.warning(
                 "%s: attempt %d failed (%s); retrying in %s",
@@ -776,4 +787,5 @@ class PodWorkflow:
             seen_assignments=self._seen,
             pending=self._pending,
             stop=self._stop,
+            failed_attempts=self._failed_rentals,
         )

@@ -304,6 +304,13 @@ async def test_pod_acquisition_retries_an_invisible_pod(client: Client) -> None:
     assert result.audit.outcome is AuditOutcome.PASSED
     assert world.deployed == ["miner-01-5fake-0"] * 3
     assert world.deleted.count("miner-01-5fake-0") == 3
+    # The two failed attempts rented a pod each: counted in the audit's cost, all of it wasted.
+    cost = result.cost
+    assert cost is not None and cost.pods == 3
+    stats = world.writes[-1].files[1].value
+    assert isinstance(stats, dict) and len(stats) == 1  # pod_stats: the healthy pod only
+    [kept] = stats.values()
+    assert cost.wasted_seconds >= cost.rented_seconds - kept["rented_seconds"]
 
 
 async def test_pods_start_pod_start_delay_apart(client: Client) -> None:

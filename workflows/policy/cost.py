@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from models.audit import AuditCost, AuditPolicy, PodCost, PodRef
+from models.audit import AuditCost, AuditPod, AuditPolicy, PodCost, PodRef
 from models.competition import PodStats
 
 COST_PATCH = "pod-cost"
@@ -45,6 +45,11 @@ def settle(cost: PodCost, productive_seconds: float, bad: bool, policy: AuditPol
         ),
         policy,
     )
+
+
+def of_pods(pods: Iterable[AuditPod]) -> list[PodCost]:
+    """Every rental of an audit's pods: each pod's own and its slot's failed attempts."""
+    return [c for p in pods for c in ([p.cost] if p.cost else []) + p.failed_attempts]
 
 
 def total(costs: Iterable[PodCost]) -> AuditCost | None:
