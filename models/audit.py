@@ -331,6 +331,7 @@ class PodReady(_Frozen):
     slot: int
     attempt: int
     pod_name: str
+    provider: ProviderName | None = Field(None, description="where the pod was rented")
 
 
 class PromptResultKind(StrEnum):
@@ -704,6 +705,7 @@ class AuditPod(BaseModel):
     productive_seconds: float = Field(0.0, description="sum of its results' generation times")
     cost: PodCost | None = None
     failed_attempts: list[PodCost] = Field(default_factory=list)
+    provider: ProviderName | None = Field(None, description="from pod_ready (notices)")
 
 
 class AuditRun(BaseModel):

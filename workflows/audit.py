@@ -98,7 +98,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import options
 from workflows.failures import fail_with_cause, failure
 from workflows.legacy.audit_v1 import AuditV1
-from workflows.policy import coordinator, pod_tracker, verdict
+from workflows.policy import coordinator, notices, pod_tracker, verdict
 from workflows.policy import cost as cost_policy
 
 ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
@@ -264,7 +264,7 @@ class AuditWorkflow:
             pods_active=sum(1 for p in run.pods if p.phase is not PodPhase.FINISHED),
             pods_started=run.pods_started,
             waiting_for=self._waiting_for(run),
-            median_seconds=_median(
+            median_seconds=notices.median(
                 [p.best.generation_time for p in run.prompts.values() if p.done and p.best]
             ),
             pods=[
@@ -432,6 +432,7 @@ class AuditWorkflow:
             if pod is None:
                 continue
             if isinstance(event, PodReady):
+                pod.provider = event.provider
                 self._on_ready(run, pod)
             elif isinstance(event, PromptResult):
                 await self._on_result(run, pod, event)
@@ -493,7 +494,7 @@ class AuditWorkflow:
         if reason is not None and pod.phase is PodPhase.READY:
             pod_tracker.mark_bad(pod.tracker, reason)
             workflow.logger.warning("%s is bad: %s", short_pod_id(pod.pod_name), reason)
-            self._notice("Pod Marked Bad", f"`{pod.pod_name}`: {reason}", ORANGE)
+            self._pod_bad_notice(pod, reason)
             await self._stop_pod(pod, reason)
 
     def _on_waiting(self, run: AuditRun, pod: AuditPod, event: PodWaiting) -> None:
@@ -537,7 +538,7 @@ class AuditWorkflow:
                 "Pod Deploy Failed", f"`{hk10}` / `{pod.pod_name}` — failed to get healthy pod", RED
             )
         elif event.marked_bad and not asked_to_stop:  # the pod found itself bad (health probe)
-            self._notice("Pod Marked Bad", f"`{pod.pod_name}`: {event.reason}", ORANGE)
+            self._pod_bad_notice(pod, event.reason)
         pod.failed_attempts = [
             cost_policy.settle(lost, 0.0, True, run.policy) for lost in event.failed_attempts
         ]
@@ -972,6 +973,11 @@ class AuditWorkflow:
         if run is not None and run.policy.notify:
             self._notices.append(NotifyInput(title=title, description=description, color=color))
 
+    def _pod_bad_notice(self, pod: AuditPod, reason: str) -> None:
+        """Upstream's notify_pod_bad: `` `pod_id` on {provider}: {reason}``."""
+        provider = pod.provider.value if pod.provider is not None else "unknown provider"
+        self._notice("Pod Marked Bad", f"`{pod.pod_name}` on {provider}: {reason}", ORANGE)
+
     def _progress_notice(self, *, final: bool) -> None:
         """Upstream's progress notice: every DISCORD_PROGRESS_INTERVAL, and at the end."""
         run = self._run
@@ -984,14 +990,10 @@ class AuditWorkflow:
         if not final and now < self._next_progress_notice:
             return
         self._next_progress_notice = now + interval
-        p = self.progress()
-        pct = 100 * p.done / p.total if p.total else 100.0
-        median = f"{p.median_seconds:.1f}s" if p.median_seconds is not None else "N/A"
-        fails = sum(1 for q in run.prompts.values() if q.best is not None and q.best.is_failed())
-        body = (
-            f"Generated {p.done} / {p.total} ({pct:.0f}%)\n"
-            f"Fails {fails}\nMismatches {p.mismatches + p.critical_mismatches}\n"
-            f"Median time {median}"
+        body = notices.progress_body(
+            [q.best for q in run.prompts.values() if q.best is not None],
+            len(run.prompts),
+            run.policy,
         )
         title = f"Round {run.round_files.round} Generation — `{run.round_files.hotkey[:10]}`"
         self._notice(title, f"```\n{body}\n```", GREEN)
@@ -1216,15 +1218,6 @@ class AuditWorkflow:
         if self._report_url is not None:
             line += f"\n\n[audit report]({self._report_url})"
         workflow.set_current_details(line)
-
-
-def _median(times: Sequence[float]) -> float | None:
-    """Plain median of the positive times (the progress query), None before the first."""
-    ordered = sorted(t for t in times if t > 0)
-    if not ordered:
-        return None
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _entry(result: PromptResult) -> GenerationEntry:

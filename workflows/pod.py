@@ -773,6 +773,7 @@ class PodWorkflow:
             pod_name=input.pod_name,
             audit_run_id=input.audit_run_id,
             pod_workflow_id=workflow.info().workflow_id,
+            provider=self._pod.provider if self._pod is not None else None,
         )
 
     def _live_pod(self) -> PodRef:
