@@ -43,6 +43,9 @@ class RoundPolicy(_Frozen):
         True, description="run BuildTrackingWorkflow (False: builds.json is written by others)"
     )
     generate_leader: bool = True
+    notify: bool = Field(
+        False, description="DISCORD_WEBHOOK_URL is set: loop errors are sent as notices"
+    )
 
 
 class RoundSnapshot(_Frozen):

@@ -254,6 +254,7 @@ class Settings(BaseSettings):
             docker_image_format=self.docker_image_format,
             track_builds=self.github_repo is not None,
             generate_leader=self.generate_leader,
+            notify=self.discord_webhook_url is not None,
         )
 
     def audit_policy(self) -> AuditPolicy:

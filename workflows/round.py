@@ -30,13 +30,25 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ParentClosePolicy
 
 # Only pure data modules pass through the sandbox; workflow and policy code is imported
 # (and checked for non-determinism) inside it.
 with workflow.unsafe.imports_passed_through():
-    from models.audit import AuditInput, AuditPolicy, SweepPodsInput, SweepPodsResult
+    from models.audit import (
+        AuditInput,
+        AuditPolicy,
+        NotifyInput,
+        SweepPodsInput,
+        SweepPodsResult,
+    )
     from models.constants import (
         audit_workflow_id,
         build_tracking_id,
@@ -67,6 +79,10 @@ WAIT_UNLISTED_BUILD_PATCH = "wait-unlisted-build"
 """Marker of loops that, with no build tracker, wait for a submitted hotkey's builds.json entry."""
 ROUND_END_SWEEP_PATCH = "round-end-sweep"
 """Marker of loops that sweep a round's pods when they leave it (histories before it do not)."""
+ROUND_NOTIFY_PATCH = "round-notify"
+"""Marker of loops that send upstream's "Generation Orchestrator Error" notice (RoundPolicy.notify:
+a child run failed, the repo could not be read, a round's sweep failed)."""
+ERROR_RED = 0xE74C3C
 
 
 @workflow.defn(name="RoundWorkflow")
@@ -89,6 +105,7 @@ class RoundWorkflow:
         self._state_round: int | None = None  # state.json's current_round, as last read
         self._phase = "starting"
         self._waiting: list[str] = []
+        self._policy: RoundPolicy | None = input.policy
 
     @workflow.run
     async def run(self, input: RoundInput) -> None:
@@ -96,6 +113,7 @@ class RoundWorkflow:
         policy = input.policy or await workflow.execute_activity(
             "load_round_policy", result_type=RoundPolicy, **options.LOAD_POLICY
         )
+        self._policy = policy
         while True:
             snapshot = await self._snapshot()
             if snapshot is not None and self._generating(snapshot):
@@ -252,6 +270,9 @@ class RoundWorkflow:
             await handle
         except Exception as e:  # failed, cancelled, terminated: the loop only needs to know
             workflow.logger.warning("%s ended without a result: %s", child_id, e)
+            cause = (e.cause if isinstance(e, ChildWorkflowError) else None) or e
+            if not isinstance(cause, CancelledError):  # the loop's own cancel is no error
+                await self._error_notice(type(cause).__name__, f"{child_id}: {_message(cause)}")
         if child_id in self._running:
             self._running.remove(child_id)
             self._finished.append(child_id)
@@ -311,9 +332,28 @@ class RoundWorkflow:
             )
         except ActivityError as e:
             workflow.logger.error("round %d: sweeping its pods failed: %s", n, failure(e)[0])
+            await self._error_notice("SweepFailed", f"round {n}: {failure(e)[0]}")
             return
         if swept.deleted:
             workflow.logger.warning("round %d: deleted leftover pods %s", n, swept.deleted)
+
+    async def _error_notice(self, kind: str, message: str) -> None:
+        """Upstream's notify_cycle_error (``` {type}: {message} ```), sent by the `notify`
+        activity; best effort, never fails the loop."""
+        policy = self._policy
+        if policy is None or not policy.notify or not workflow.patched(ROUND_NOTIFY_PATCH):
+            return
+        notice = NotifyInput(
+            title="Generation Orchestrator Error",
+            description=f"```{kind}: {message}```",
+            color=ERROR_RED,
+        )
+        try:
+            await workflow.execute_activity(
+                "notify", notice, summary=f"notice: {kind}", **options.NOTIFY
+            )
+        except ActivityError as e:
+            workflow.logger.warning("error notice not sent: %s", failure(e)[0])
 
     # --- reading and waiting --------------------------------------------------------------------
 
@@ -329,6 +369,8 @@ class RoundWorkflow:
             )
         except ActivityError as e:
             workflow.logger.error("could not read the competition repo: %s", failure(e)[0])
+            message, kind = failure(e)
+            await self._error_notice(kind or "ActivityError", message)
             return None
         self._stage, self._state_round = snapshot.state.stage, snapshot.state.current_round
         return snapshot
@@ -375,3 +417,11 @@ class RoundWorkflow:
                 ),
             )
         )
+
+
+def _message(error: BaseException) -> str:
+    """The innermost application message of a child's failure (what the Web UI shows first)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return cause.message if isinstance(cause, ApplicationError) else str(error)

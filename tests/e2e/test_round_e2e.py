@@ -67,9 +67,12 @@ from tests.e2e.test_restart_safety import (
     worker_env,
 )
 from tests.helpers import assert_eventually, wait_for_status
+from tests.workflows.test_notify import Webhook, webhook
 from worker import running_workers
 from workflows.policy.builds import build_tag, docker_image
 from workflows.policy.verdict import BUILD_FAILED_REASON
+
+__all__ = ["webhook"]  # the fixture, shared with the notify tests
 
 pytestmark = pytest.mark.e2e
 
@@ -692,12 +695,15 @@ async def test_without_a_build_tracker_the_loop_waits_for_the_builds_entry(
 # --- 5. leader.json is empty ------------------------------------------------------------------
 
 
-async def test_empty_leader_json_fails_the_leader_run_clearly(client: Client, world: World) -> None:
-    """leader.json = []: `leader-{n}` fails once, saying why; the round's audits still run."""
+async def test_empty_leader_json_fails_the_leader_run_clearly(
+    client: Client, world: World, webhook: Webhook
+) -> None:
+    """leader.json = []: `leader-{n}` fails once, saying why (also as upstream's "Generation
+    Orchestrator Error" notice); the round's audits still run."""
     n, n_prompts = 705, 3
     miner = honest("5NoLeader705")
     with FakeGitHub(repo=GITHUB_REPO) as github:
-        config = round_config(world, github, n, [miner])
+        config = round_config(world, github, n, [miner], DISCORD_WEBHOOK_URL=webhook.url)
         stems = open_round(world, n, [miner], n_prompts, leader_image=None)
         commit_files(world.bare, {CompetitionPaths.LEADER: "[]\n"}, "No leader yet")
         require_audits(world.bare, n, [miner], stems)
@@ -725,6 +731,11 @@ async def test_empty_leader_json_fails_the_leader_run_clearly(client: Client, wo
 
     runs = [r async for r in client.list_workflows(f'WorkflowId = "{leader_id}"')]
     assert len(runs) == 1, "the failed leader run was started again"
+    errors = [e for e in webhook.embeds() if e["title"] == "Generation Orchestrator Error"]
+    assert len(errors) == 1, webhook.embeds()
+    text = str(errors[0]["description"])
+    assert text.startswith("```") and leader_id in text and "Leader docker image not found" in text
+    assert errors[0]["color"] == 0xE74C3C
     written = verdicts(world, n)
     assert written[miner.hotkey]["outcome"] == AuditOutcome.PASSED, written
     assert head_json(world, CompetitionPaths.leader_generated(n)) is None

@@ -48,6 +48,7 @@ RELEASED_VERSIONS: dict[str, set[str]] = {
         "PodWorkflow",
     },
     "rounds-v2": {"RoundWorkflow"},  # round-end-sweep
+    "rounds-v3": {"RoundWorkflow"},  # round-notify (a failed leader run's error notice)
 }
 """Every workflow version ever released -> the workflow types its histories cover; they must stay
 (CI fails if a folder goes)."""
