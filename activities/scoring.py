@@ -16,11 +16,12 @@ memory, so a retried activity or a second audit of the same file costs nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,21 @@ from activities.preview import (
 from models.audit import ArtifactResult, RenderPreviewInput, ScoreDistanceInput, ScoreDistanceResult
 from models.errors import ErrorType
 from storage import ArtifactStore, ArtifactStoreError
+
+
+@contextlib.contextmanager
+def _artifact_errors(uri: str) -> Iterator[None]:
+    """A URI outside the store is INVALID_INPUT, a missing blob RENDER_FAILED (non-retryable);
+    an unreachable store stays retryable (it is ours, never the miner's)."""
+    try:
+        yield
+    except ArtifactStoreError as exc:
+        raise ApplicationError(str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True) from exc
+    except FileNotFoundError as exc:
+        raise ApplicationError(
+            f"no such artifact: {uri}", type=ErrorType.RENDER_FAILED, non_retryable=True
+        ) from exc
+
 
 # --- embedding ------------------------------------------------------------------------------------
 
@@ -176,29 +192,13 @@ class ScoringActivities:
 
     async def _read(self, uri: str) -> bytes:
         """A stored file's bytes, mapping a bad or missing URI to a non-retryable error."""
-        try:
+        with _artifact_errors(uri):
             return await self._store.read_bytes(uri)
-        except ArtifactStoreError as exc:
-            raise ApplicationError(
-                str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
-            ) from exc
-        except FileNotFoundError as exc:
-            raise ApplicationError(
-                f"no such artifact: {uri}", type=ErrorType.RENDER_FAILED, non_retryable=True
-            ) from exc
 
     async def _sha256(self, uri: str) -> str:
         """sha256 of a stored file, mapping a bad or missing URI to a non-retryable error."""
-        try:
+        with _artifact_errors(uri):
             return await self._store.sha256_of(uri)
-        except ArtifactStoreError as exc:
-            raise ApplicationError(
-                str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
-            ) from exc
-        except FileNotFoundError as exc:
-            raise ApplicationError(
-                f"no such artifact: {uri}", type=ErrorType.RENDER_FAILED, non_retryable=True
-            ) from exc
 
     async def _cached_preview(self, key: str) -> ArtifactResult | None:
         cached = await self._store.get_record(_RECORD_PREVIEW, key, ArtifactResult)
