@@ -158,7 +158,11 @@ class CompetitionRepoActivities:
         with _application_errors():
             data = await asyncio.to_thread(
                 lambda: load_report_data(
-                    self._repo.at_head(), input.round, input.hotkey, input.policy
+                    self._repo.at_head(),
+                    input.round,
+                    input.hotkey,
+                    input.policy,
+                    input.pods_by_stem,
                 )
             )
             page = render_html(data, lambda _url: None).encode()

@@ -737,6 +737,9 @@ class PublishReportInput(_Frozen):
     hotkey: str
     policy: AuditPolicy = Field(description="the thresholds the audit ran with (shown on the page)")
     competition_repo: str | None = None
+    pods_by_stem: dict[str, list[str]] = Field(
+        default_factory=dict, description="short ids of the pods assigned each prompt"
+    )
 
 
 class PublishReportResult(_Frozen):

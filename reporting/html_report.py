@@ -16,7 +16,7 @@ import html
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -55,6 +55,7 @@ class PromptRow(BaseModel):
     submitted_png: str | None
     generated: GenerationEntry | None
     mismatch: str | None = None  # why it counts as a mismatch (verdict.Mismatch), None: a match
+    pods: list[str] = []  # short ids of the pods assigned it (known to the audit, not the repo)
 
 
 class ReportData(BaseModel):
@@ -71,7 +72,11 @@ class ReportData(BaseModel):
 
 
 def load_report_data(
-    source: CompetitionSource, round_number: int, hotkey: str, policy: AuditPolicy
+    source: CompetitionSource,
+    round_number: int,
+    hotkey: str,
+    policy: AuditPolicy,
+    pods_by_stem: Mapping[str, list[str]] | None = None,
 ) -> ReportData:
     """Read what the audit of `hotkey` in `round_number` wrote.
 
@@ -104,6 +109,7 @@ def load_report_data(
                 submitted_png=files.submitted[stem].png,
                 generated=generated,
                 mismatch=_value(verdict.classify(generated, policy)),
+                pods=list((pods_by_stem or {}).get(stem, [])),
             )
         )
     return ReportData(
@@ -294,11 +300,12 @@ def _prompts_section(data: ReportData, images: ImageLoader) -> str:
             f'<td class="img">{_img(row.submitted_png, images, "submitted")}</td>'
             f'<td class="img">{_img(g.png if g else None, images, "regenerated")}</td>'
             f"<td>{time_s}</td><td>{distance}</td><td>{attempts}</td>"
+            f'<td class="pods">{_e(", ".join(row.pods)) or "-"}</td>'
             f'<td class="status">{_e(label)}</td></tr>'
         )
     return f"""<section id="prompts"><h2>Prompts ({len(data.prompts)})</h2>
 <div class="scroll"><table><thead><tr><th>prompt</th><th>submitted</th><th>regenerated</th>
-<th>time</th><th>distance</th><th>attempts</th><th></th></tr></thead>
+<th>time</th><th>distance</th><th>attempts</th><th>pods</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table></div></section>"""
 
 

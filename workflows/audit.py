@@ -1172,6 +1172,11 @@ class AuditWorkflow:
                     hotkey=files.hotkey,
                     policy=self._policy,
                     competition_repo=self._competition_repo,
+                    pods_by_stem={
+                        stem: list(prompt.attempted_by)
+                        for stem, prompt in (self._run.prompts.items() if self._run else [])
+                        if prompt.attempted_by
+                    },
                 ),
                 result_type=PublishReportResult,
                 summary="publish the HTML report",

@@ -58,6 +58,7 @@ async def test_honest_miner_passes_each_prompt_generated_once(
         page = (await http.get(report)).text
         assert miner.hotkey in page and "passed" in page.lower()
         assert stems[0] in page and generated[stems[0]]["png"] in page  # previews linked
+        assert '<td class="pods">' in page and "-0" in page  # which pods took each prompt
     description = await client.get_workflow_handle(audit_workflow_id(1, miner.hotkey)).describe()
     memo = await description.memo()
     assert memo == {"report": report}
