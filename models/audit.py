@@ -557,6 +557,7 @@ class RenderPreviewInput(_Frozen):
     """Input of `render_preview` (gpu queue): GLB URI -> 2x2 PNG preview URI."""
 
     glb_uri: str
+    stem: str | None = Field(None, description="the prompt (traces and logs; not the cache key)")
 
 
 class ScoreDistanceInput(_Frozen):
@@ -564,6 +565,7 @@ class ScoreDistanceInput(_Frozen):
 
     png_a_uri: str
     png_b_uri: str
+    stem: str | None = Field(None, description="the prompt (traces and logs)")
 
 
 class ScoreDistanceResult(_Frozen):

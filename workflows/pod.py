@@ -503,7 +503,7 @@ class PodWorkflow:
                 "render",
                 workflow.start_activity(
                     "render_preview",
-                    RenderPreviewInput(glb_uri=generated.glb_uri),
+                    RenderPreviewInput(glb_uri=generated.glb_uri, stem=assignment.stem),
                     result_type=ArtifactResult,
                     summary=f"render {assignment.stem}",
                     **options.gpu(policy.gpu_task_queue, outage),
@@ -612,7 +612,7 @@ class PodWorkflow:
                 "render",
                 workflow.start_activity(
                     "render_preview",
-                    RenderPreviewInput(glb_uri=submitted.uri),
+                    RenderPreviewInput(glb_uri=submitted.uri, stem=assignment.stem),
                     result_type=ArtifactResult,
                     summary=f"render submitted {assignment.stem}",
                     **options.gpu(input.policy.gpu_task_queue, self._outage_limit(input)),
@@ -654,7 +654,9 @@ class PodWorkflow:
                 "score",
                 workflow.start_activity(
                     "score_distance",
-                    ScoreDistanceInput(png_a_uri=submitted_uri, png_b_uri=png_uri),
+                    ScoreDistanceInput(
+                        png_a_uri=submitted_uri, png_b_uri=png_uri, stem=assignment.stem
+                    ),
                     result_type=ScoreDistanceResult,
                     summary=f"score {assignment.stem}",
                     **options.gpu(input.policy.gpu_task_queue, self._outage_limit(input)),

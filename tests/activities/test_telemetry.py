@@ -13,6 +13,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from models.audit import (
+    ArtifactResult,
     DeletePodInput,
     DeployPodInput,
     GenerateInput,
@@ -20,6 +21,9 @@ from models.audit import (
     JsonFileWrite,
     PodRef,
     ProviderName,
+    RenderPreviewInput,
+    ScoreDistanceInput,
+    ScoreDistanceResult,
     WriteFilesInput,
     WriteFilesResult,
 )
@@ -56,6 +60,16 @@ async def generate(input: GenerateInput) -> GenerateResult:
     return GenerateResult(glb_uri="file:///x.glb", size=10, generation_time=2.5)
 
 
+@activity.defn(name="render_preview")
+async def render_preview(input: RenderPreviewInput) -> ArtifactResult:
+    return ArtifactResult(uri="file:///x.png", size=1)
+
+
+@activity.defn(name="score_distance")
+async def score_distance(input: ScoreDistanceInput) -> ScoreDistanceResult:
+    return ScoreDistanceResult(distance=0.0)
+
+
 @activity.defn(name="delete_pod")
 async def delete_pod(input: DeletePodInput) -> None:
     return None
@@ -88,6 +102,18 @@ class TelemetrySteps:
                 )
             except Exception:
                 workflow.logger.info("expected failure of %s", stem)
+        await workflow.execute_activity(
+            "render_preview",
+            RenderPreviewInput(glb_uri="file:///x.glb", stem="good"),
+            start_to_close_timeout=timeout,
+            result_type=ArtifactResult,
+        )
+        await workflow.execute_activity(
+            "score_distance",
+            ScoreDistanceInput(png_a_uri="file:///a.png", png_b_uri="file:///b.png", stem="good"),
+            start_to_close_timeout=timeout,
+            result_type=ScoreDistanceResult,
+        )
         verdict = {"hotkey": "5HotkeyTel", "outcome": "rejected"}
         write = JsonFileWrite(
             path="rounds/7/generation_audits.json", value=verdict, merge_key="5HotkeyTel"
@@ -133,7 +159,7 @@ async def test_audit_steps_make_spans_and_metrics(client: Client) -> None:
     async with new_worker(
         client,
         TelemetrySteps,
-        activities=[deploy_pod, generate, write_files, delete_pod],
+        activities=[deploy_pod, generate, write_files, delete_pod, render_preview, score_distance],
         interceptors=[ActivityTelemetry(telemetry)],
     ) as worker:
         await client.execute_workflow(
@@ -142,9 +168,11 @@ async def test_audit_steps_make_spans_and_metrics(client: Client) -> None:
     telemetry.tracer_provider.force_flush()
 
     finished = spans.get_finished_spans()
-    assert [s.name for s in finished] == ["deploy", "generate", "generate", "write", "delete"]
-    deploy, good, bad, write, delete = (dict(s.attributes or {}) for s in finished)
-    for attributes in (deploy, good, bad, write, delete):
+    names = ["deploy", "generate", "generate", "render", "score", "write", "delete"]
+    assert [s.name for s in finished] == names
+    deploy, good, bad, render, score, write, delete = (dict(s.attributes or {}) for s in finished)
+    assert render["stem"] == "good" and score["stem"] == "good"
+    for attributes in (deploy, good, bad, render, score, write, delete):
         assert attributes["round"] == 7
         assert attributes["hotkey"] == "5HotkeyTel"
     assert deploy["pod"] == "miner-07-5hotkeytel-0-abcd1234"
