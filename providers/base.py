@@ -6,6 +6,8 @@ Providers never import temporalio: activities/pods.py translates these errors in
 
 from __future__ import annotations
 
+import builtins
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from models.audit import ProviderName
+
+logger = logging.getLogger(__name__)
 
 ERROR_BODY_MAX_LENGTH = 500
 CAPACITY_PATTERN = re.compile(
@@ -192,3 +196,74 @@ def response_json(response: httpx.Response, what: str) -> Any:
         raise ProviderUnavailable(
             f"{what}: response is not JSON: {response.text[:ERROR_BODY_MAX_LENGTH]}"
         ) from e
+
+
+class ListedProvider:
+    """`get`, `delete`, requests and `aclose` for providers whose only lookup by name is their
+    list (Targon, RunPod): a name may stand for several containers (a retried create), and
+    `delete` deletes each. A subclass sets `name`, `_noun`, `_http` and defines `list` and
+    `_delete_path`."""
+
+    name: ProviderName
+    _noun: str  # what the provider calls a container in messages ("container", "pod")
+    _http: httpx.AsyncClient
+
+    async def list(self, prefix: str) -> builtins.list[ContainerInfo]:
+        """Containers whose name starts with `prefix`, sorted by name."""
+        raise NotImplementedError
+
+    def _delete_path(self, container_id: str) -> str:
+        raise NotImplementedError
+
+    async def get(self, name: str) -> ContainerInfo:
+        """The container named `name` (listed = active); raises ContainerNotFound."""
+        found = await self._find(name)
+        if not found:
+            raise ContainerNotFound(f"{self.name} {self._noun} {name!r} does not exist")
+        return found[0]
+
+    async def delete(self, name: str) -> None:
+        """Delete every container named `name` (duplicates too); raises ContainerNotFound."""
+        deleted = 0
+        for info in await self._find(name):
+            try:
+                await self._request(
+                    "DELETE",
+                    self._delete_path(info.container_id),
+                    f"delete {name!r}",
+                    not_found=True,
+                )
+                deleted += 1
+            except ContainerNotFound:
+                logger.info(
+                    "%s %s %s (%s) already gone", self.name, self._noun, name, info.container_id
+                )
+        if not deleted:
+            raise ContainerNotFound(f"{self.name} {self._noun} {name!r} does not exist")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._http.aclose()
+
+    async def _find(self, name: str) -> builtins.list[ContainerInfo]:
+        return [info for info in await self.list(name) if info.name == name]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        json: object | None = None,
+        not_found: bool = False,
+    ) -> httpx.Response:
+        """Send one request; map failures onto the provider errors.
+
+        With `not_found`, a 404 means the container is gone (ContainerNotFound); otherwise a 404
+        is a rejected request like any other 4xx.
+        """
+        try:
+            response = await self._http.request(method, path, json=json)
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(f"{self.name} {action}: network error: {e!r}") from e
+        raise_for_status(response, f"{self.name} {action}", not_found=not_found)
+        return response

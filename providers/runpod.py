@@ -20,13 +20,12 @@ from models.audit import ProviderName
 from providers.base import (
     ERROR_BODY_MAX_LENGTH,
     ContainerInfo,
-    ContainerNotFound,
     ContainerState,
+    ListedProvider,
     PodEnv,
     ProviderRejected,
     ProviderUnavailable,
     env_redacted,
-    raise_for_status,
     response_json,
 )
 
@@ -59,13 +58,14 @@ def gpu_type_id(gpu_type: str) -> str:
         raise ProviderRejected(message) from None
 
 
-class RunpodProvider:
+class RunpodProvider(ListedProvider):
     """GpuProvider on RunPod pods. Idempotent by name: deploy looks the name up first.
 
     Owns its HTTP client (closed by `aclose`); does not probe miner health (the activity does).
     """
 
     name: ProviderName = ProviderName.RUNPOD
+    _noun = "pod"
 
     def __init__(
         self,
@@ -136,31 +136,6 @@ class RunpodProvider:
         logger.info("runpod pod %s created (%s)", name, pod_id)
         return self._info(pod_id, name)
 
-    async def get(self, name: str) -> ContainerInfo:
-        """The pod named `name` (listed = visible); raises ContainerNotFound."""
-        found = await self._find(name)
-        if not found:
-            raise ContainerNotFound(f"runpod pod {name!r} does not exist")
-        return found[0]
-
-    async def delete(self, name: str) -> None:
-        """Delete every pod named `name`; raises ContainerNotFound if there is none."""
-        found = await self._find(name)
-        deleted = 0
-        for info in found:
-            try:
-                await self._request(
-                    "DELETE",
-                    f"{PODS_PATH}/{info.container_id}",
-                    f"delete {name!r}",
-                    not_found=True,
-                )
-                deleted += 1
-            except ContainerNotFound:
-                logger.info("runpod pod %s (%s) already gone", name, info.container_id)
-        if not deleted:
-            raise ContainerNotFound(f"runpod pod {name!r} does not exist")
-
     async def list(self, prefix: str) -> list[ContainerInfo]:
         """Pods whose name starts with `prefix`, sorted by name."""
         response = await self._request("GET", PODS_PATH, f"list {prefix!r}")
@@ -182,10 +157,6 @@ class RunpodProvider:
         """RunPod's HTTP proxy is public: no headers."""
         return {}
 
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._http.aclose()
-
     def _info(self, pod_id: str, name: str) -> ContainerInfo:
         return ContainerInfo(
             name=name,
@@ -195,23 +166,8 @@ class RunpodProvider:
             url=self._proxy.format(pod_id=pod_id, port=self._port),
         )
 
-    async def _find(self, name: str) -> builtins.list[ContainerInfo]:
-        return [info for info in await self.list(name) if info.name == name]
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        action: str,
-        json: object | None = None,
-        not_found: bool = False,
-    ) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, json=json)
-        except httpx.HTTPError as e:
-            raise ProviderUnavailable(f"runpod {action}: network error: {e!r}") from e
-        raise_for_status(response, f"runpod {action}", not_found=not_found)
-        return response
+    def _delete_path(self, container_id: str) -> str:
+        return f"{PODS_PATH}/{container_id}"
 
 
 def _is_pod(item: Any) -> bool:

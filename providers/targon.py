@@ -20,12 +20,11 @@ from models.audit import ProviderName
 from providers.base import (
     ERROR_BODY_MAX_LENGTH,
     ContainerInfo,
-    ContainerNotFound,
     ContainerState,
+    ListedProvider,
     PodEnv,
     ProviderUnavailable,
     env_redacted,
-    raise_for_status,
     response_json,
 )
 
@@ -44,13 +43,14 @@ def _item_uid(item: dict[str, Any]) -> str | None:
     return str(uid) if uid else None
 
 
-class TargonProvider:
+class TargonProvider(ListedProvider):
     """GpuProvider on Targon serverless. Idempotent by name: deploy looks the name up first.
 
     Owns its HTTP client (closed by `aclose`); does not probe miner health (the activity does).
     """
 
     name: ProviderName = ProviderName.TARGON
+    _noun = "container"
 
     def __init__(
         self,
@@ -126,33 +126,6 @@ class TargonProvider:
             url=URL_TEMPLATE.format(uid=uid),
         )
 
-    async def get(self, name: str) -> ContainerInfo:
-        """The container named `name` (listed = active); raises ContainerNotFound."""
-        found = await self._find(name)
-        if not found:
-            raise ContainerNotFound(f"targon container {name!r} does not exist")
-        return found[0]
-
-    async def delete(self, name: str) -> None:
-        """Delete every container named `name` (duplicates too); raises ContainerNotFound."""
-        found = await self._find(name)
-        if not found:
-            raise ContainerNotFound(f"targon container {name!r} does not exist")
-        deleted = 0
-        for info in found:
-            try:
-                await self._request(
-                    "DELETE",
-                    f"/v1/serverless/{info.container_id}",
-                    f"delete {name!r}",
-                    not_found=True,
-                )
-                deleted += 1
-            except ContainerNotFound:
-                logger.info("targon container %s (%s) already gone", name, info.container_id)
-        if not deleted:
-            raise ContainerNotFound(f"targon container {name!r} does not exist")
-
     async def list(self, prefix: str) -> list[ContainerInfo]:
         """Active containers whose name starts with `prefix`, sorted by name.
 
@@ -193,32 +166,8 @@ class TargonProvider:
         """Targon's serverless URLs are public (`visibility: external`): no headers."""
         return {}
 
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._http.aclose()
-
-    async def _find(self, name: str) -> builtins.list[ContainerInfo]:
-        return [info for info in await self.list(name) if info.name == name]
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        action: str,
-        json: object | None = None,
-        not_found: bool = False,
-    ) -> httpx.Response:
-        """Send one request; map failures onto the provider errors.
-
-        With `not_found`, a 404 means the container is gone (ContainerNotFound); otherwise a 404
-        is a rejected request like any other 4xx.
-        """
-        try:
-            response = await self._http.request(method, path, json=json)
-        except httpx.HTTPError as e:
-            raise ProviderUnavailable(f"targon {action}: network error: {e!r}") from e
-        raise_for_status(response, f"targon {action}", not_found=not_found)
-        return response
+    def _delete_path(self, container_id: str) -> str:
+        return f"/v1/serverless/{container_id}"
 
 
 def _json_object(response: httpx.Response, action: str) -> dict[str, Any]:
