@@ -52,6 +52,18 @@ def check_public_key(key: str) -> str:
     return key
 
 
+def record_name(namespace: str, key: str) -> str:
+    """`records/<namespace>/<sha256(key)>.json`: where a record lives, on disk or in a bucket.
+
+    Raises:
+        ArtifactStoreError: Invalid namespace.
+    """
+    if not _NAMESPACE_RE.match(namespace):
+        raise ArtifactStoreError(f"invalid record namespace {namespace!r}")
+    name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"records/{namespace}/{name}.json"
+
+
 class FileStore:
     """Content-addressed blob store plus a JSON record store, rooted at one directory.
 
@@ -237,7 +249,4 @@ class FileStore:
         return model_type.model_validate(payload["value"])
 
     def _record_path(self, namespace: str, key: str) -> Path:
-        if not _NAMESPACE_RE.match(namespace):
-            raise ArtifactStoreError(f"invalid record namespace {namespace!r}")
-        name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return self._root / "records" / namespace / f"{name}.json"
+        return self._root / record_name(namespace, key)

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from activities.cpu import CpuPool
 from storage.base import ArtifactUnavailableError, M
-from storage.files import ArtifactStoreError, FileStore, check_public_key
+from storage.files import ArtifactStoreError, FileStore, check_public_key, record_name
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,4 @@ class S3ArtifactStore:
 
 
 def _record_key(namespace: str, key: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", namespace):
-        raise ArtifactStoreError(f"invalid record namespace {namespace!r}")
-    name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{PREFIX}/records/{namespace}/{name}.json"
+    return f"{PREFIX}/{record_name(namespace, key)}"
