@@ -105,6 +105,11 @@ class AuditPolicy(_Frozen):
     max_concurrent_prompts_per_pod: int = Field(
         4, ge=1, description="MAX_CONCURRENT_PROMPTS_PER_POD: loops per pod sharing its GPU slot"
     )
+    speculative_reexecution: bool = Field(
+        False,
+        description="SPECULATIVE_REEXECUTION: at the tail an idle pod copies prompts a slower pod "
+        "holds; the first final result wins, the other copies are revoked (ours, not upstream's)",
+    )
     generated_commit_interval_seconds: float = Field(
         600.0, ge=0, description="at most one generated.json commit this often (upstream's batcher)"
     )
@@ -691,6 +696,9 @@ class Outstanding(BaseModel):
     issued_at: datetime | None = Field(
         None, description="when it was handed out (keyed audits: the busy-slot deadline)"
     )
+    speculative: bool = Field(
+        False, description="a copy of a prompt another pod holds (SPECULATIVE_REEXECUTION)"
+    )
 
 
 class AuditPod(BaseModel):
@@ -705,6 +713,9 @@ class AuditPod(BaseModel):
     outstanding: list[Outstanding] = Field(default_factory=list)
     tracker: PodTracker = Field(default_factory=PodTracker)
     productive_seconds: float = Field(0.0, description="sum of its results' generation times")
+    last_result_at: datetime | None = Field(
+        None, description="when its latest result arrived (its current generation began about then)"
+    )
     cost: PodCost | None = None
     failed_attempts: list[PodCost] = Field(default_factory=list)
     provider: ProviderName | None = Field(None, description="from pod_ready (notices)")

@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     pod_acquisition_max_attempts: int = Field(720, ge=1, alias="POD_ACQUISITION_MAX_ATTEMPTS")
     pod_start_delay_seconds: float = Field(30.0, ge=0, alias="POD_START_DELAY")
     max_concurrent_prompts_per_pod: int = Field(4, ge=1, alias="MAX_CONCURRENT_PROMPTS_PER_POD")
+    speculative_reexecution: bool = Field(False, alias="SPECULATIVE_REEXECUTION")
     generated_commit_interval_seconds: float = Field(600.0, ge=0, alias="GENERATED_COMMIT_INTERVAL")
     early_exit: EarlyExit = Field(EarlyExit.MISMATCH_LIMIT, alias="EARLY_EXIT")
     hf_token: SecretStr = Field(SecretStr(""), alias="HF_TOKEN")
@@ -294,6 +295,7 @@ class Settings(BaseSettings):
             pod_visibility_timeout_seconds=self.pod_visibility_timeout_seconds,
             pod_start_delay_seconds=self.pod_start_delay_seconds,
             max_concurrent_prompts_per_pod=self.max_concurrent_prompts_per_pod,
+            speculative_reexecution=self.speculative_reexecution,
             generated_commit_interval_seconds=self.generated_commit_interval_seconds,
             early_exit=self.early_exit,
             notify=self.discord_webhook_url is not None,

@@ -120,6 +120,8 @@ class FakeWorld:
     fetched: list[str] = field(default_factory=list)  # URLs fetch_artifact was given
     read_outage: bool = False  # read_round_files fails (retryably) until this is cleared
     stuck_pods: set[str] = field(default_factory=set)  # pods whose generate never answers
+    pod_times: dict[str, float] = field(default_factory=dict)
+    """pod name -> seconds every generation on it takes and reports (a straggler)."""
     read_repos: list[str | None] = field(default_factory=list)  # competition_repo of each read
     deploy_requests: list[DeployPodInput] = field(default_factory=list)  # every deploy_pod input
     delete_requests: list[PodRef] = field(default_factory=list)  # pods delete_pod deleted
@@ -278,7 +280,8 @@ class FakeWorld:
             started = time.monotonic()
             if any(input.pod_url == f"http://{pod}" for pod in world.stuck_pods):
                 await asyncio.sleep(3600)  # until cancelled
-            await asyncio.sleep(world.delays.get(stem, 0.0))
+            pod = unkeyed_pod_name(input.pod_url.removeprefix("http://"))
+            await asyncio.sleep(world.pod_times.get(pod, world.delays.get(stem, 0.0)))
             world.spans.append(("generate", input.pod_url, started, time.monotonic()))
             if world.failing.get(stem, 0) > 0:
                 world.failing[stem] -= 1
@@ -286,7 +289,9 @@ class FakeWorld:
             return GenerateResult(
                 glb_uri=f"file:///gen/{stem}.glb",
                 size=100,
-                generation_time=world.times.get(stem, world.generation_time),
+                generation_time=world.pod_times.get(
+                    pod, world.times.get(stem, world.generation_time)
+                ),
             )
 
         @activity.defn(name="fetch_artifact")

@@ -24,7 +24,7 @@ Audits started before v2 (no `audit-v2` patch marker) run the frozen v1 code in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,7 +98,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import options
 from workflows.failures import fail_with_cause, failure
 from workflows.legacy.audit_v1 import AuditV1
-from workflows.policy import coordinator, notices, pod_tracker, verdict
+from workflows.policy import coordinator, notices, pod_tracker, speculation, verdict
 from workflows.policy import cost as cost_policy
 
 ROUND_KEY = SearchAttributeKey.for_int(SEARCH_ATTRIBUTE_ROUND)
@@ -147,6 +147,7 @@ class AuditWorkflow:
         self._notices: list[NotifyInput] = []  # sent by `_send_notices` from the loop
         self._report_url: str | None = None
         self._next_progress_notice: datetime | None = None
+        self._speculation_memo: bool | None = None
 
     @workflow.run
     async def run(self, input: AuditInput) -> AuditResult:
@@ -412,6 +413,10 @@ class AuditWorkflow:
             wakes.append(self._next_liveness)
         if self._next_progress_notice is not None and run.policy.notify:
             wakes.append(self._next_progress_notice)
+        if self._speculating():
+            wake = self._next_speculation_check(run, now)
+            if wake is not None:
+                wakes.append(wake)
         timeout = max(min(wakes) - now, timedelta(seconds=1)) if wakes else None
         try:
             await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout)
@@ -469,9 +474,11 @@ class AuditWorkflow:
             # Upstream drops a prompt whose image cannot be downloaded; no pod is charged.
             coordinator.unlock(prompt)
             prompt.done = True
+            await self._revoke_copies(run, prompt.stem)
             return
         run.generations += 1
         pod.productive_seconds += event.generation_time or 0.0
+        pod.last_result_at = workflow.now()
         entry = _entry(event)
         previous = prompt.best
         original = (
@@ -487,8 +494,12 @@ class AuditWorkflow:
             original_time=original,
             policy=run.policy,
         )
-        if coordinator.record(prompt, entry, run.policy):
+        # A copy (SPECULATIVE_REEXECUTION) counts only when it settles the prompt on its own.
+        counts = not held[0].speculative or speculation.copy_counts(prompt, entry, run.policy)
+        if counts and coordinator.record(prompt, entry, run.policy):
             run.generated_dirty = True
+        if prompt.done:
+            await self._revoke_copies(run, prompt.stem)
         self._check_early_stop(run)
         reason = pod_tracker.termination_reason(pod.tracker, run.policy)
         if reason is not None and pod.phase is PodPhase.READY:
@@ -595,6 +606,11 @@ class AuditWorkflow:
                 prompt, is_retry = coordinator.find(
                     run.prompts, short_id, allow_retry, now, run.policy
                 )
+                if prompt is None and self._speculating():
+                    copied = self._pick_copy(run, pod, allow_retry, now)
+                    if copied is not None:
+                        sends.append(self._hand_out(pod, copied, copied.attempts > 0, now, True))
+                        continue
                 if prompt is None:
                     no_work = not coordinator.has_work(
                         run.prompts, short_id, allow_retry, now, run.policy
@@ -604,17 +620,105 @@ class AuditWorkflow:
                         sends.append(self._stop_pod(pod, pod_tracker.REASON_NO_WORK))
                     break  # else idle until a result or a lock expiry changes the queue
                 coordinator.lock(prompt, short_id, now, run.policy)
-                prompt.issued += 1
-                held = Outstanding(
-                    assignment_id=f"{prompt.stem}#{prompt.issued}",
-                    stem=prompt.stem,
-                    is_retry=is_retry,
-                    issued_at=now,
-                )
-                pod.outstanding.append(held)
-                sends.append(self._assign(pod, prompt, held))
+                sends.append(self._hand_out(pod, prompt, is_retry, now, False))
         if sends:
             await asyncio.gather(*sends)
+
+    def _hand_out(
+        self, pod: AuditPod, prompt: QueuedPrompt, is_retry: bool, now: datetime, copy: bool
+    ) -> Coroutine[Any, Any, None]:
+        """Record an assignment of `prompt` to `pod` (a copy: SPECULATIVE_REEXECUTION); the
+        returned coroutine signals it."""
+        prompt.issued += 1
+        held = Outstanding(
+            assignment_id=f"{prompt.stem}#{prompt.issued}",
+            stem=prompt.stem,
+            is_retry=is_retry,
+            issued_at=now,
+            speculative=copy,
+        )
+        pod.outstanding.append(held)
+        return self._assign(pod, prompt, held)
+
+    # --- speculative re-execution (SPECULATIVE_REEXECUTION; ours, off by default) --------------
+
+    def _speculating(self) -> bool:
+        """Whether idle pods copy held prompts (the policy asks and SPECULATION_PATCH is set)."""
+        if self._speculation_memo is None:
+            policy = self._require_run().policy
+            self._speculation_memo = policy.speculative_reexecution and workflow.patched(
+                speculation.SPECULATION_PATCH
+            )
+        return self._speculation_memo
+
+    def _holding(self, pod: AuditPod, now: datetime, mine: bool) -> speculation.Holding:
+        """What `pod` holds and how fast it generates (see speculation.seconds_per_prompt)."""
+        running_for = None
+        issued = [o.issued_at for o in pod.outstanding if o.issued_at is not None]
+        if pod.outstanding and not mine and (pod.last_result_at or issued):
+            since = pod.last_result_at or min(issued)
+            running_for = (now - since).total_seconds()
+        return speculation.Holding(
+            short_id=short_pod_id(pod.pod_name),
+            stems=[o.stem for o in pod.outstanding],
+            seconds_per_prompt=speculation.seconds_per_prompt(
+                pod.tracker.processed, pod.productive_seconds, running_for
+            ),
+        )
+
+    def _pick_copy(
+        self, run: AuditRun, pod: AuditPod, allow_retry: bool, now: datetime
+    ) -> QueuedPrompt | None:
+        others = [
+            self._holding(p, now, False)
+            for p in run.pods
+            if p is not pod and p.phase is not PodPhase.FINISHED and p.outstanding
+        ]
+        if not others:
+            return None
+        copied = speculation.pick_copy(
+            run.prompts, self._holding(pod, now, True), others, allow_retry
+        )
+        if copied is not None:
+            speculation.copy(copied, short_pod_id(pod.pod_name))
+            workflow.logger.info("%s copies %s", short_pod_id(pod.pod_name), copied.stem)
+        return copied
+
+    def _next_speculation_check(self, run: AuditRun, now: datetime) -> datetime | None:
+        """An idle ready pod looks at the held prompts again after one of its own generations
+        (a holder that is not answering grows slower in the estimate as time passes)."""
+        loops = run.policy.max_concurrent_prompts_per_pod
+        holding = any(p.outstanding for p in run.pods if p.phase is not PodPhase.FINISHED)
+        waits = [
+            speculation.seconds_per_prompt(p.tracker.processed, p.productive_seconds, None)
+            for p in run.pods
+            if p.phase is PodPhase.READY and len(p.outstanding) < loops
+        ]
+        known = [w for w in waits if w is not None]
+        if not holding or not known:
+            return None
+        return now + timedelta(seconds=max(1.0, min(known)))
+
+    async def _revoke_copies(self, run: AuditRun, stem: str) -> None:
+        """A settled prompt: every other pod still holding it is told to drop it."""
+        if not self._speculating():
+            return
+        revokes = []
+        for pod in run.pods:
+            for held in [o for o in pod.outstanding if o.stem == stem]:
+                pod.outstanding.remove(held)
+                revokes.append(self._revoke(pod, held.assignment_id))
+        if revokes:
+            await asyncio.gather(*revokes)
+
+    async def _revoke(self, pod: AuditPod, assignment_id: str) -> None:
+        workflow.logger.info("revoking %s from %s", assignment_id, short_pod_id(pod.pod_name))
+        try:
+            await workflow.get_external_workflow_handle(pod.workflow_id).signal(
+                "revoke", assignment_id
+            )
+        except Exception as e:  # closed: it holds nothing any more
+            workflow.logger.info("pod %s not told to revoke: %s", pod.workflow_id, e)
 
     async def _assign(self, pod: AuditPod, prompt: QueuedPrompt, held: Outstanding) -> None:
         """Signal the assignment; a pod that is already gone gives it back, unstarted."""

@@ -118,6 +118,10 @@ class PodWorkflow:
         self._cancelling = False  # the loops are being cancelled (see _tell_parent)
         # Rentals of failed acquisition attempts (state only: reported with the pod-cost patch).
         self._failed_rentals: list[PodCost] = list(carried.failed_attempts) if carried else []
+        # SPECULATIVE_REEXECUTION: assignments the audit took back (another pod's copy settled
+        # them). Only ever filled by `revoke` signals, which audits without it never send.
+        self._speculative = input.policy.speculative_reexecution
+        self._revoked: list[str] = []
 
     @workflow.run
     async def run(self, input: PodInput) -> PodWorkflowResult:
@@ -193,7 +197,23 @@ class PodWorkflow:
             return
         self._seen.append(assignment.assignment_id)
         del self._seen[:-SEEN_ASSIGNMENTS_KEPT]
-        self._pending.append(assignment)
+        if assignment.assignment_id not in self._revoked:
+            self._pending.append(assignment)
+
+    @workflow.signal(name="revoke")
+    def revoke(self, assignment_id: str) -> None:
+        """From AuditWorkflow (SPECULATIVE_REEXECUTION): another pod's copy settled this prompt.
+
+        Not sent to the miner yet: dropped. Generating: the miner cannot abort, so the request
+        keeps the GPU slot until it answers (the next request must not be timed behind it) and
+        its result is dropped; once the pod stops taking work it is cancelled at once.
+        Rendering or scoring: finished, and not reported.
+        """
+        if self._v1 is not None or not self._speculative or assignment_id in self._revoked:
+            return
+        self._revoked.append(assignment_id)
+        del self._revoked[:-SEEN_ASSIGNMENTS_KEPT]
+        self._pending = [a for a in self._pending if a.assignment_id != assignment_id]
 
     @workflow.signal(name="gpu_free")
     def gpu_free(self, assignment_id: str) -> None:
@@ -383,9 +403,10 @@ class PodWorkflow:
                 continue  # another loop woken by the same assignment took it
             assignment = self._pending.pop(0)
             result = await self._process(input, assignment)
-            if result is None:
-                # Skipped at the GPU slot (stopped, pod bad, continuing): nothing was sent.
-                if self._end == _CONTINUE:
+            revoked = assignment.assignment_id in self._revoked
+            if result is None or revoked:
+                # Skipped at the GPU slot (stopped, pod bad, continuing) or revoked: not sent.
+                if self._end == _CONTINUE and not revoked:
                     self._pending.insert(0, assignment)  # the next run does it
                 continue
             self._processed += 1
@@ -489,8 +510,8 @@ class PodWorkflow:
             )
         try:
             generated = await self._generate(input, assignment, pod_url)
-            if generated is None:
-                return None
+            if generated is None or assignment.assignment_id in self._revoked:
+                return None  # skipped, or revoked while downloading: nothing to report
         except ActivityError as e:
             raise_if_cancelled(e)
             message, error_type = failure(e)
@@ -550,7 +571,7 @@ class PodWorkflow:
         download = timedelta(seconds=policy.download_timeout_seconds)
         aid = assignment.assignment_id
         async with self._gpu:
-            if not self._taking_work():
+            if not self._taking_work() or aid in self._revoked:
                 return None
             call = workflow.start_activity(
                 "generate",
@@ -572,7 +593,15 @@ class PodWorkflow:
                     timeout, download, timedelta(seconds=policy.generation_heartbeat_seconds)
                 ),
             )
-            await workflow.wait_condition(lambda: call.done() or aid in self._gpu_free)
+            await workflow.wait_condition(
+                lambda: call.done() or aid in self._gpu_free or self._abandoned(aid)
+            )
+            if self._abandoned(aid) and not call.done():
+                # Revoked and the pod stops: nothing will be timed behind it any more.
+                call.cancel()
+                with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                    await call
+                return None
             if call.done() and call.exception() is not None:
                 error = call.exception()
                 if isinstance(error, ActivityError):
@@ -582,8 +611,17 @@ class PodWorkflow:
                         self._end = HEALTH_LOST
         if aid in self._gpu_free:
             self._gpu_free.remove(aid)
+        if aid in self._revoked:  # the GPU is free again; the download is not wanted
+            call.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await call
+            return None
         result: GenerateResult = await call
         return result
+
+    def _abandoned(self, assignment_id: str) -> bool:
+        """A revoked generation on a pod that takes no more work: cancel it, nobody waits."""
+        return assignment_id in self._revoked and not self._taking_work()
 
     async def _submitted_preview(
         self, input: PodInput, assignment: Assignment
