@@ -4,6 +4,8 @@
     .venv/bin/python -m benchmarks.pipeline --prompts 12 --generation 2
     .venv/bin/python -m benchmarks.pipeline --loops 4 --straggler 3   # + pod 1 three times slower
     .venv/bin/python -m benchmarks.pipeline --loops 4 --dying 4       # + pod 1 dies mid-run
+    .venv/bin/python -m benchmarks.pipeline --loops 4 --straggler 3 --speculate  # each also
+                                                   # with SPECULATIVE_REEXECUTION on, side by side
 
 Everything is real but the GPU: an in-memory Temporal dev server, the project's workers (real
 activities), the `local` provider running the reference miner with a fixed generation delay,
@@ -29,7 +31,12 @@ before it takes its next prompt; 4: upstream's loops sharing one GPU slot) and p
   and scoring, which nothing can overlap);
 - the miner's own mean generation time as the audit measured it (request sent -> headers),
   which includes HTTP and the miner's server on this loaded machine, not only its 3 s sleep;
-- the parent's history events per prompt (it must stay bounded: signals, not activities).
+- the parent's history events per prompt (it must stay bounded: signals, not activities);
+- requests the miners received (prompts plus any copy: what speculation costs in GPU work) and
+  the pods' rented seconds (AuditResult.cost: deploy -> delete, warm-up included).
+
+`--speculate` runs every scenario once more with SPECULATIVE_REEXECUTION=true (idle pods copy
+the prompts a slower pod holds at the tail; the first settling result wins, the rest is revoked).
 
 Render and scoring run in their own `worker.py --queues gpu` process at nice 10 (production runs
 them on a GPU host; `--gpu-worker inline` runs them in the orchestrator worker's process).
@@ -42,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -80,14 +88,16 @@ class Fault:
 
     slowdown: float | None = None
     dies_after: int | None = None
+    speculate: bool = False
 
     @property
     def label(self) -> str:
+        spec = " +spec" if self.speculate else ""
         if self.slowdown is not None:
-            return f"pod 1 x{self.slowdown:g}"
+            return f"pod 1 x{self.slowdown:g}{spec}"
         if self.dies_after is not None:
-            return f"pod 1 dies@{self.dies_after}"
-        return "healthy"
+            return f"pod 1 dies@{self.dies_after}{spec}"
+        return f"healthy{spec}"
 
     @property
     def key(self) -> str:
@@ -120,6 +130,8 @@ class Row:
     tail: float
     miner: float
     pods_started: int
+    sent: int
+    rented: float
 
     @property
     def ratio(self) -> float:
@@ -161,6 +173,7 @@ def bench_settings(
         "GENERATION_MEDIAN_LIMIT": "60",
         "ACCEPTABLE_DISTANCE": "0.005",
         "LOCAL_MINER_CALL_LOG": str(root / f"calls-{tag}.jsonl"),
+        "SPECULATIVE_REEXECUTION": "true" if fault.speculate else "false",
     }
     for name, value in values.items():
         os.environ[name] = value
@@ -298,7 +311,9 @@ async def measure(
             pod_child_id(handle.id, index, handle.first_execution_run_id)
         )
         generates.append(activity_spans(await pod.fetch_history(), "generate", answers))
-    idle = miner_idle_gaps(root / f"calls-{loops}-{fault.key}.jsonl")
+    call_log = root / f"calls-{loops}-{fault.key}.jsonl"
+    idle = miner_idle_gaps(call_log)
+    sent = sum(1 for line in call_log.read_text().splitlines() if '"received"' in line)
     return Row(
         loops=loops,
         scenario=fault.label,
@@ -313,6 +328,8 @@ async def measure(
         tail=max(results) - max(spans[-1][1] for spans in generates if spans),
         miner=statistics.mean(float(a["generation_time"]) for a in answers),
         pods_started=result.pods_started,
+        sent=sent,
+        rented=result.cost.rented_seconds if result.cost is not None else 0.0,
     )
 
 
@@ -337,6 +354,11 @@ async def main(argv: Sequence[str] | None = None) -> None:
         help="also run each audit with pod 1's miner dying half-way through its generation K+1",
     )
     parser.add_argument(
+        "--speculate",
+        action="store_true",
+        help="also run every scenario with SPECULATIVE_REEXECUTION on, side by side",
+    )
+    parser.add_argument(
         "--gpu-worker",
         choices=["process", "inline"],
         default="process",
@@ -356,6 +378,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
                     scenarios.append(Fault(slowdown=args.straggler))
                 if args.dying is not None:
                     scenarios.append(Fault(dies_after=args.dying))
+                if args.speculate:
+                    scenarios = [
+                        variant
+                        for fault in scenarios
+                        for variant in (fault, dataclasses.replace(fault, speculate=True))
+                    ]
                 number = 0
                 for loops in args.loops:
                     for fault in scenarios:
@@ -369,16 +397,17 @@ async def main(argv: Sequence[str] | None = None) -> None:
         f"(ideal {rows[0].ideal:.1f} s)"
     )
     print(
-        "loops/pod  scenario          ideal s  span s  ratio  cost/prompt on critical path  "
-        "(start  GPU gap  tail)  miner s  parent events/prompt  pods started  verdict"
+        "loops/pod  scenario               ideal s  span s  ratio  cost/prompt on critical path  "
+        "(start  GPU gap  tail)  miner s  parent events/prompt  pods started  requests  "
+        "rented s  verdict"
     )
     for row in rows:
         print(
-            f"{row.loops:>9}  {row.scenario:<16} {row.ideal:7.1f}  {row.span:6.1f}  "
+            f"{row.loops:>9}  {row.scenario:<21} {row.ideal:7.1f}  {row.span:6.1f}  "
             f"{row.ratio:5.3f}  {row.cost_ms:24.0f} ms  "
             f"({row.start * 1000:4.0f} ms {row.gap * 1000:5.0f} ms {row.tail * 1000:5.0f} ms)"
             f"  {row.miner:7.3f}  {row.parent_events / row.prompts:20.1f}  "
-            f"{row.pods_started:12}  {row.outcome}"
+            f"{row.pods_started:12}  {row.sent:8}  {row.rented:8.1f}  {row.outcome}"
         )
 
 

@@ -11,6 +11,9 @@
           tracker (workflows/policy: upstream's coordinator and tracker), stop bad pods and
           pods with no work, hand each idle pod its next prompt, commit generated.json at most
           every GENERATED_COMMIT_INTERVAL, continue-as-new when the history grows long
+    SPECULATIVE_REEXECUTION (ours, off by default; `speculative-reexecution` marker): a ready pod
+          with nothing left to take copies a prompt a slower pod holds (workflows/policy/
+          speculation.py); the first result that settles it wins, the other copies are revoked
     stop at all done, or at upstream's mismatch limit (2 x MAX_MISMATCHED_PROMPTS), or when no
     pod can be started any more; stop every pod, sweep leftovers by name prefix, decide the
     verdict (upstream's formula) and write generated.json + pod_stats.json + the miner's

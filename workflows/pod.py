@@ -18,7 +18,9 @@ addressed to the parent's workflow id (no run id). v2 (`protocol` 2):
 
 Every decision about the pod's health, retries and the queue is the parent's (it holds the
 upstream trackers); this workflow only does the work and reports what happened. An assignment id
-seen before is dropped, so a re-sent signal never generates twice. Pods of v1 audits
+seen before is dropped, so a re-sent signal never generates twice. With SPECULATIVE_REEXECUTION
+the parent may `revoke` an assignment another pod's copy settled: dropped if not yet sent to the
+miner, its result discarded otherwise (see `revoke`). Pods of v1 audits
 (`protocol` 1) run the frozen v1 code (workflows/legacy/pod_v1.py).
 """
 

@@ -12,7 +12,8 @@ prints (`WorkflowHistory.to_json()`), to
     tests/replay/histories/{VERSION}/{scenario}--{workflow id}--run{n}.json
 
 One folder per released workflow version (`v1`: before upstream's rules, ..., `v5-ops`: webhook
-notices, the `ops-notify` marker); folders of
+notices, the `ops-notify` marker, ..., `v7`: the `speculation` scenario's
+`speculative-reexecution` marker); folders of
 older versions are never rewritten: running audits of that version must still replay.
 
 Workflow ids are fixed per scenario, so re-recording after a workflow change rewrites the same
@@ -58,7 +59,7 @@ from workflows import WORKFLOWS
 logger = logging.getLogger(__name__)
 
 HISTORIES_ROOT = Path(__file__).parent / "histories"
-VERSION = "v6"
+VERSION = "v7"
 """The workflow version this code records; older folders under HISTORIES_ROOT are kept as is."""
 HISTORIES_DIR = HISTORIES_ROOT / VERSION
 ROUND = 1
@@ -306,6 +307,34 @@ def continue_check(run: AuditRun, world: FakeWorld) -> None:
     assert run.histories.pod_continues >= 1
 
 
+# --- speculation (SPECULATIVE_REEXECUTION: copies of a straggler's prompts, revokes) -----------
+
+SPECULATE_HOTKEY = "5Speculate"
+SPECULATE_FAST = upstream_pod_name(ROUND, SPECULATE_HOTKEY, 0)
+SPECULATE_SLOW = upstream_pod_name(ROUND, SPECULATE_HOTKEY, 1)
+
+
+def speculation_world() -> FakeWorld:
+    """Two pods of two loops; pod 1 takes 100x longer, so its two prompts are copied."""
+    return FakeWorld(
+        files=round_files(10, hotkey=SPECULATE_HOTKEY),
+        policy=policy(
+            pods_per_miner=2,
+            initial_pod_count=2,
+            max_concurrent_prompts_per_pod=2,
+            speculative_reexecution=True,
+        ),
+        pod_times={SPECULATE_FAST: 0.06, SPECULATE_SLOW: 6.0},
+    )
+
+
+def speculation_check(run: AuditRun, world: FakeWorld) -> None:
+    assert run.result.audit.outcome is AuditOutcome.PASSED, run.result.audit.reason
+    copies = [c for c in world.generate_calls if c.endswith("#2")]
+    assert len(copies) == 2, world.generate_calls
+    assert sorted(world.deleted) == sorted(world.deployed)
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("honest", "5Honest", honest_world, honest_check),
     Scenario("rejected", "5Rejected", rejected_world, rejected_check),
@@ -314,6 +343,7 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario("worker-restart", "5Restart", restart_world, restart_check, restart_drive),
     Scenario("notify", NOTIFY_HOTKEY, notify_world, notify_check, notify_drive),
+    Scenario("speculation", SPECULATE_HOTKEY, speculation_world, speculation_check),
     Scenario(
         "continue-as-new",
         "5Continue",

@@ -41,6 +41,10 @@ RELEASED_VERSIONS: dict[str, set[str]] = {
     "v5-ops": {"AuditWorkflow", "PodWorkflow"},  # ops-notify (webhook notices)
     "v5-cost": {"AuditWorkflow", "PodWorkflow"},  # pod-cost
     "v6": {"AuditWorkflow", "PodWorkflow"},  # all of the above + audit-report (HTML report)
+    "v7": {
+        "AuditWorkflow",
+        "PodWorkflow",
+    },  # + speculative-reexecution (the `speculation` scenario)
     "rounds-v1": {
         "RoundWorkflow",
         "BuildTrackingWorkflow",
@@ -80,6 +84,25 @@ def test_every_released_version_keeps_its_histories() -> None:
     for version, expected in RELEASED_VERSIONS.items():
         kinds = {workflow_type(load(p)) for p in (HISTORIES_ROOT / version).glob("*.json")}
         assert kinds >= expected, version
+
+
+def test_speculation_history_shows_its_marker_copies_and_revokes() -> None:
+    """The recorded speculative audit carries its patch marker, and its straggler's history the
+    `revoke` signals that took its copies back (so replaying it exercises that path)."""
+    parent, *pods = sorted((HISTORIES_ROOT / "v7").glob("speculation--*.json"))
+    markers = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in load(parent).events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(b'"speculative-reexecution"' in m for m in markers)
+    revokes = [
+        e
+        for pod in pods
+        for e in load(pod).events
+        if e.workflow_execution_signaled_event_attributes.signal_name == "revoke"
+    ]
+    assert len(revokes) == 2
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
