@@ -43,6 +43,6 @@ server: install
 bench: install
 	$(PYTHON) -m benchmarks.cpu_pressure --megabytes 10
 	$(PYTHON) -m benchmarks.render_throughput --quick
-	$(PYTHON) -m benchmarks.pipeline --prompts 8 --generation 1 --loops 4 --straggler 3 --dying 2
+	$(PYTHON) -m benchmarks.pipeline --prompts 8 --generation 1 --loops 4 --straggler 3 --dying 2 --speculate
 	$(PYTHON) -m benchmarks.temporal_cost --prompts 32 --pods 4 --generation 0.05 0.2
 	$(PYTHON) -m benchmarks.scale --quick
