@@ -325,7 +325,9 @@ async def measure(
         outcome=result.audit.outcome.value,
         start=min(spans[0][0] for spans in generates if spans) - min(ready),
         gap=statistics.mean(idle) if idle else 0.0,
-        tail=max(results) - max(spans[-1][1] for spans in generates if spans),
+        # (a revoked copy's generation may answer after the last result: it is not the tail)
+        tail=max(results)
+        - max(end for spans in generates for _, end in spans if end <= max(results)),
         miner=statistics.mean(float(a["generation_time"]) for a in answers),
         pods_started=result.pods_started,
         sent=sent,
